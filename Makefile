@@ -1,0 +1,74 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export GOTOOLCHAIN := local
+
+.PHONY: install test lint unit integration crds golden sglang-flags cluster-bins cluster-up cluster-down \
+        hub-up hub-down demo demo-down bench bench-download clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check ome_operator tests devtools bench
+	$(BIN)/ruff format --check ome_operator tests devtools bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/pytest -m 'not integration' -q
+
+cluster-bins:
+	hack/build-cluster-bins.sh >/dev/null
+
+# Everything: lint, unit, golden, schema, sglang flag checks, and the integration suites on a
+# local control plane that the test session starts and stops itself.
+test: install cluster-bins lint
+	$(BIN)/pytest -q
+
+integration: install cluster-bins
+	$(BIN)/pytest -m integration -q
+
+crds: install
+	$(BIN)/python -m ome_operator.schema
+
+golden: install
+	$(BIN)/pytest tests/golden -q --update-golden
+
+sglang-flags:
+	$(PY) hack/sglang_flags.py
+
+cluster-up: install cluster-bins
+	$(BIN)/python -m devtools.cluster up
+
+cluster-down: install
+	$(BIN)/python -m devtools.cluster down
+
+hub-up: install
+	$(BIN)/python -m devtools.hub up
+
+hub-down: install
+	$(BIN)/python -m devtools.hub down
+
+demo: install cluster-bins
+	$(BIN)/python -m devtools.demo up
+
+demo-down: install
+	$(BIN)/python -m devtools.demo down
+
+bench: install cluster-bins
+	$(BIN)/python -m bench.operator
+
+bench-download: install
+	$(BIN)/python -m bench.download
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info
