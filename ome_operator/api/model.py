@@ -1,0 +1,198 @@
+"""ClusterBaseModel and BaseModel: where a model's weights come from and where they live on nodes."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from .base import Condition, CrdInfo, OmeModel, PrinterColumn, Resource, Unstructured, desc
+
+STORAGE_SCHEMES = ("hf", "local", "pvc", "oci", "s3", "gs", "az")
+MODEL_STATES = ("Creating", "Importing", "In_Transit", "In_Training", "Ready", "Failed")
+
+
+class ModelFormat(OmeModel):
+    """A model format or framework with an optional version (e.g. safetensors 1.0.0, transformers 4.48.3)."""
+
+    name: str = desc("Name, e.g. safetensors or transformers.")
+    version: str | None = desc("Version, e.g. 1.0.0.", default=None)
+    operator: Literal["Equal", "GreaterThan", "GreaterThanOrEqual"] | None = desc(
+        "How a runtime compares the model's version with its own (default Equal).", default=None
+    )
+    weight: int | None = desc("Weight of this match in runtime auto-selection (default 1).", default=None)
+
+
+class StorageSpec(OmeModel):
+    """Where the weights come from and where they are kept on each node."""
+
+    storage_uri: str = desc(
+        "Source of the weights: hf://org/repo[@revision], local:///abs/path, pvc://[ns:]name/sub, "
+        "oci://n/{ns}/b/{bucket}/o/{prefix}, s3://, gs:// or az://."
+    )
+    path: str | None = desc(
+        "Absolute path on each node where the weights are written and from where pods mount them.",
+        default=None,
+    )
+    schema_path: str | None = desc(
+        "Path of a schema file inside the model (OME compatibility).", default=None
+    )
+    parameters: dict[str, str] | None = desc("Provider parameters, e.g. secretKey, region.", default=None)
+    key: str | None = desc(
+        "Name of a Secret holding the access token (data key `token`, or parameters.secretKey). "
+        "Pods reference it with secretKeyRef; the operator never reads it.",
+        default=None,
+    )
+    node_selector: dict[str, str] | None = desc(
+        "Nodes that must hold a copy (all labels must match).", default=None
+    )
+    node_affinity: Unstructured | None = desc(
+        "Nodes that must hold a copy (core NodeAffinity; requiredDuringScheduling is honoured).", default=None
+    )
+    download_policy: Literal["AlwaysDownload", "ReuseIfExists"] | None = desc(
+        "AlwaysDownload (default) verifies and completes the copy; ReuseIfExists trusts a verified copy.",
+        default=None,
+    )
+
+
+class BaseModelSpec(OmeModel):
+    """A model's identity, capabilities and storage."""
+
+    storage: StorageSpec = desc("Where the weights come from and where they live on nodes.")
+    model_format: ModelFormat | None = desc("Weight format, e.g. safetensors 1.0.0.", default=None)
+    model_type: str | None = desc("config.json model_type, e.g. kimi_k2 or llama.", default=None)
+    model_framework: ModelFormat | None = desc("Framework, e.g. transformers 4.48.3.", default=None)
+    model_architecture: str | None = desc(
+        "config.json architectures[0], e.g. DeepseekV3ForCausalLM.", default=None
+    )
+    quantization: str | None = desc("Quantization, e.g. fp8, fbgemm_fp8, int4.", default=None)
+    model_parameter_size: str | None = desc("Parameter count with suffix, e.g. 7B, 671B, 1T.", default=None)
+    model_capabilities: list[str] | None = desc("Capabilities, e.g. TEXT_TO_TEXT, EMBEDDING.", default=None)
+    api_capabilities: list[str] | None = desc(
+        "API capabilities, e.g. OPENAI_V1_CHAT_COMPLETIONS.", default=None
+    )
+    model_configuration: Unstructured | None = desc("Free-form model configuration summary.", default=None)
+    display_name: str | None = desc("Human-readable name.", default=None)
+    version: str | None = desc("Version of this model entry.", default=None)
+    disabled: bool | None = desc("A disabled model cannot be served.", default=None)
+    vendor: str | None = desc("Vendor, e.g. moonshotai.", default=None)
+    compartment_id: str | None = Field(default=None, alias="compartmentID", description="OCI compartment.")
+    serving_mode: list[str] | None = desc("On-demand or Dedicated.", default=None)
+    max_tokens: int | None = desc("Maximum context length in tokens.", default=None)
+    diffusion_pipeline: Unstructured | None = desc("Diffusers pipeline description.", default=None)
+    additional_metadata: dict[str, str] | None = desc("Free-form metadata.", default=None)
+    allow_pickle: bool | None = desc(
+        "Allow pickle weight formats (.bin, .pt); off by default because loading them runs code.",
+        default=None,
+    )
+
+
+class DownloadProgress(OmeModel):
+    """Progress of one node's download, as published by its download Job."""
+
+    phase: str | None = desc("Resolving, Downloading, Verifying, Ready or Failed.", default=None)
+    total_bytes: int | None = desc("Bytes to transfer in total.", default=None)
+    completed_bytes: int | None = desc("Bytes verified in place so far.", default=None)
+    total_files: int | None = desc("Files in the model.", default=None)
+    completed_files: int | None = desc("Files verified in place so far.", default=None)
+    speed_bytes_per_sec: int | None = desc("Current throughput.", default=None)
+    eta_seconds: int | None = desc("Estimated seconds left.", default=None)
+    last_updated: str | None = desc("When this progress was published.", default=None)
+    message: str | None = desc("What went wrong, for a failed node.", default=None)
+
+
+class ModelMetadata(OmeModel):
+    """Facts about the weights discovered by the download Job (config.json and safetensors headers)."""
+
+    commit: str | None = desc("Repository commit the copy was made from.", default=None)
+    architecture: str | None = desc("config.json architectures[0].", default=None)
+    model_type: str | None = desc("config.json model_type.", default=None)
+    parameter_count: int | None = desc("Parameter count summed from safetensors tensor shapes.", default=None)
+    parameter_size: str | None = desc("Parameter count with suffix, e.g. 1.03T.", default=None)
+    dtype: str | None = desc("Dominant weight dtype, e.g. F8_E4M3 or BF16.", default=None)
+    quantization: str | None = desc("quantization_config.quant_method, e.g. fp8.", default=None)
+    max_tokens: int | None = desc("max_position_embeddings.", default=None)
+    transformers_version: str | None = desc("config.json transformers_version.", default=None)
+    size_bytes: int | None = desc("Bytes of the verified copy.", default=None)
+    files: int | None = desc("Files in the verified copy.", default=None)
+
+
+class ModelStatus(OmeModel):
+    """Observed state of a model across its target nodes."""
+
+    state: Literal["Creating", "Importing", "In_Transit", "In_Training", "Ready", "Failed"] | None = desc(
+        "OME state: Ready when at least one node holds a verified copy; Failed when none does and one "
+        "failed; In_Transit while downloading.",
+        default=None,
+    )
+    lifecycle: str | None = desc("OME lifecycle string.", default=None)
+    nodes_ready: list[str] | None = desc("Nodes holding a verified copy.", default=None)
+    nodes_failed: list[str] | None = desc("Nodes whose download failed.", default=None)
+    nodes_summary: str | None = desc("Ready nodes over target nodes, e.g. 16/16.", default=None)
+    progress_summary: str | None = desc("Overall download progress, e.g. 42%.", default=None)
+    progress: dict[str, DownloadProgress] | None = desc("Download progress per node.", default=None)
+    metadata: ModelMetadata | None = desc("Facts discovered from the weights.", default=None)
+    architecture: str | None = desc("Effective architecture: spec if set, else discovered.", default=None)
+    parameter_size: str | None = desc("Effective parameter size: spec if set, else discovered.", default=None)
+    conditions: list[Condition] | None = desc("Ready, Downloaded, InUse conditions.", default=None)
+    observed_generation: int | None = desc("Spec generation this status was computed from.", default=None)
+
+
+def _model_columns() -> tuple[PrinterColumn, ...]:
+    return (
+        PrinterColumn("State", ".status.state", description="OME model state"),
+        PrinterColumn(
+            "Ready", ".status.nodesSummary", description="Nodes with a verified copy / target nodes"
+        ),
+        PrinterColumn("Progress", ".status.progressSummary", description="Download progress"),
+        PrinterColumn("Size", ".status.parameterSize", description="Parameter count"),
+        PrinterColumn("Architecture", ".status.architecture", description="Model architecture"),
+        PrinterColumn("Age", ".metadata.creationTimestamp", type="date"),
+    )
+
+
+_STORAGE_RULE = (
+    "self.spec.storage.storageUri.matches('^(" + "|".join(STORAGE_SCHEMES) + r")://.+')",
+    "storageUri must start with one of " + ", ".join(f"{s}://" for s in STORAGE_SCHEMES),
+    ".spec.storage.storageUri",
+)
+_PATH_RULE = (
+    "!has(self.spec.storage.path) || self.spec.storage.path.startsWith('/')",
+    "storage.path must be an absolute path",
+    ".spec.storage.path",
+)
+
+
+class ClusterBaseModel(Resource):
+    """A model available to InferenceServices in every namespace."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind="ClusterBaseModel",
+        plural="clusterbasemodels",
+        scope="Cluster",
+        printer_columns=_model_columns(),
+        validations=(_STORAGE_RULE, _PATH_RULE),
+        description="A model whose weights the operator places on nodes, usable from every namespace.",
+    )
+    kind: str = desc("ClusterBaseModel", default="ClusterBaseModel")
+    spec: BaseModelSpec = desc("The model.")
+    status: ModelStatus | None = desc("Observed state of the model.", default=None)
+
+
+class BaseModel(Resource):
+    """A model available to InferenceServices in its own namespace (OME kind BaseModel)."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        kind="BaseModel",
+        plural="basemodels",
+        scope="Namespaced",
+        printer_columns=_model_columns(),
+        validations=(_STORAGE_RULE, _PATH_RULE),
+        description="A model whose weights the operator places on nodes, usable from its namespace.",
+    )
+    kind: str = desc("BaseModel", default="BaseModel")
+    spec: BaseModelSpec = desc("The model.")
+    status: ModelStatus | None = desc("Observed state of the model.", default=None)
+
+
+AnyModel = ClusterBaseModel | BaseModel
