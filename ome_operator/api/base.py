@@ -76,9 +76,7 @@ class Condition(OmeModel):
     reason: str | None = desc("One CamelCase word saying why the condition has its status.", default=None)
     message: str | None = desc("What is happening and, when something is wrong, what to do.", default=None)
     last_transition_time: str | None = desc("When the status last changed (RFC 3339).", default=None)
-    observed_generation: int | None = desc(
-        "The spec generation this condition was computed from.", default=None
-    )
+    observed_generation: int | None = desc("The spec generation this condition was computed from.", default=None)
     severity: str | None = desc("OME compatibility: Error, Warning or Info.", default=None)
 
 

@@ -41,9 +41,7 @@ class InferenceServiceSpec(OmeModel):
     decoder: ComponentSpec | None = desc("The decoder (decode) component; requires an engine.", default=None)
     router: RouterSpec | None = desc("The router in front of the engine and decoder.", default=None)
     keda_config: Unstructured | None = desc("KEDA autoscaling (not acted on yet).", default=None)
-    accelerator_selector: Unstructured | None = desc(
-        "Accelerator selection (not acted on yet).", default=None
-    )
+    accelerator_selector: Unstructured | None = desc("Accelerator selection (not acted on yet).", default=None)
     predictor: Unstructured | None = desc("Deprecated KServe-style predictor (not acted on).", default=None)
 
 
@@ -70,9 +68,7 @@ class ComponentStatus(OmeModel):
 class ModelStatusInfo(OmeModel):
     """OME's modelStatus (kept for compatibility)."""
 
-    transition_status: str | None = desc(
-        "UpToDate, InProgress, BlockedByFailedLoad or InvalidSpec.", default=None
-    )
+    transition_status: str | None = desc("UpToDate, InProgress, BlockedByFailedLoad or InvalidSpec.", default=None)
     model_revision_states: Unstructured | None = desc("Active and target model states.", default=None)
     last_failure_info: Unstructured | None = desc("Last failure: reason, message, time.", default=None)
     model_copies: Unstructured | None = desc("Failed and total copies.", default=None)

@@ -21,8 +21,7 @@ from .model import STORAGE_SCHEMES, BaseModel, ClusterBaseModel
 from .runtime import ClusterServingRuntime, ServingRuntime
 
 KIND_TYPES: dict[str, type[Resource]] = {
-    cls.crd.kind: cls
-    for cls in (ClusterBaseModel, BaseModel, ClusterServingRuntime, ServingRuntime, InferenceService)
+    cls.crd.kind: cls for cls in (ClusterBaseModel, BaseModel, ClusterServingRuntime, ServingRuntime, InferenceService)
 }
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -115,8 +114,7 @@ def parse_object(doc: dict[str, Any]) -> tuple[Resource | None, list[Problem]]:
         obj = cls.model_validate(doc)
     except pydantic.ValidationError as exc:
         return None, [
-            Problem(kind, name, _loc(err["loc"]), _one_line(err["msg"]))
-            for err in exc.errors(include_url=False)
+            Problem(kind, name, _loc(err["loc"]), _one_line(err["msg"])) for err in exc.errors(include_url=False)
         ]
     return obj, check_rules(obj)
 

@@ -34,18 +34,14 @@ class StorageSpec(OmeModel):
         "Absolute path on each node where the weights are written and from where pods mount them.",
         default=None,
     )
-    schema_path: str | None = desc(
-        "Path of a schema file inside the model (OME compatibility).", default=None
-    )
+    schema_path: str | None = desc("Path of a schema file inside the model (OME compatibility).", default=None)
     parameters: dict[str, str] | None = desc("Provider parameters, e.g. secretKey, region.", default=None)
     key: str | None = desc(
         "Name of a Secret holding the access token (data key `token`, or parameters.secretKey). "
         "Pods reference it with secretKeyRef; the operator never reads it.",
         default=None,
     )
-    node_selector: dict[str, str] | None = desc(
-        "Nodes that must hold a copy (all labels must match).", default=None
-    )
+    node_selector: dict[str, str] | None = desc("Nodes that must hold a copy (all labels must match).", default=None)
     node_affinity: Unstructured | None = desc(
         "Nodes that must hold a copy (core NodeAffinity; requiredDuringScheduling is honoured).", default=None
     )
@@ -62,15 +58,11 @@ class BaseModelSpec(OmeModel):
     model_format: ModelFormat | None = desc("Weight format, e.g. safetensors 1.0.0.", default=None)
     model_type: str | None = desc("config.json model_type, e.g. kimi_k2 or llama.", default=None)
     model_framework: ModelFormat | None = desc("Framework, e.g. transformers 4.48.3.", default=None)
-    model_architecture: str | None = desc(
-        "config.json architectures[0], e.g. DeepseekV3ForCausalLM.", default=None
-    )
+    model_architecture: str | None = desc("config.json architectures[0], e.g. DeepseekV3ForCausalLM.", default=None)
     quantization: str | None = desc("Quantization, e.g. fp8, fbgemm_fp8, int4.", default=None)
     model_parameter_size: str | None = desc("Parameter count with suffix, e.g. 7B, 671B, 1T.", default=None)
     model_capabilities: list[str] | None = desc("Capabilities, e.g. TEXT_TO_TEXT, EMBEDDING.", default=None)
-    api_capabilities: list[str] | None = desc(
-        "API capabilities, e.g. OPENAI_V1_CHAT_COMPLETIONS.", default=None
-    )
+    api_capabilities: list[str] | None = desc("API capabilities, e.g. OPENAI_V1_CHAT_COMPLETIONS.", default=None)
     model_configuration: Unstructured | None = desc("Free-form model configuration summary.", default=None)
     display_name: str | None = desc("Human-readable name.", default=None)
     version: str | None = desc("Version of this model entry.", default=None)
@@ -141,9 +133,7 @@ class ModelStatus(OmeModel):
 def _model_columns() -> tuple[PrinterColumn, ...]:
     return (
         PrinterColumn("State", ".status.state", description="OME model state"),
-        PrinterColumn(
-            "Ready", ".status.nodesSummary", description="Nodes with a verified copy / target nodes"
-        ),
+        PrinterColumn("Ready", ".status.nodesSummary", description="Nodes with a verified copy / target nodes"),
         PrinterColumn("Progress", ".status.progressSummary", description="Download progress"),
         PrinterColumn("Size", ".status.parameterSize", description="Parameter count"),
         PrinterColumn("Architecture", ".status.architecture", description="Model architecture"),

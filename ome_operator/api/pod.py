@@ -47,12 +47,8 @@ class Container(OmeModel):
 
     name: str | None = desc("Name of the container; the runner defaults to ome-container.", default=None)
     image: str | None = desc("Container image.", default=None)
-    command: list[str] | None = desc(
-        "Entrypoint; `$(VAR)` references are expanded by Kubernetes.", default=None
-    )
-    args: list[str] | None = desc(
-        "Arguments; runtime and InferenceService args are concatenated.", default=None
-    )
+    command: list[str] | None = desc("Entrypoint; `$(VAR)` references are expanded by Kubernetes.", default=None)
+    args: list[str] | None = desc("Arguments; runtime and InferenceService args are concatenated.", default=None)
     env: list[EnvVar] | None = desc("Environment variables, merged by name.", default=None)
     env_from: list[Unstructured] | None = desc("Sources of environment variables.", default=None)
     ports: list[ContainerPort] | None = desc("Ports the container listens on.", default=None)
@@ -72,9 +68,7 @@ class PodFields(OmeModel):
     containers: list[Container] | None = desc("Containers of the pod (legacy; prefer runner).", default=None)
     init_containers: list[Container] | None = desc("Init containers of the pod.", default=None)
     volumes: list[Unstructured] | None = desc("Volumes of the pod, merged by name.", default=None)
-    node_selector: dict[str, str] | None = desc(
-        "Node labels the pod must match; merged by key.", default=None
-    )
+    node_selector: dict[str, str] | None = desc("Node labels the pod must match; merged by key.", default=None)
     affinity: Unstructured | None = desc("Scheduling affinity.", default=None)
     tolerations: list[Unstructured] | None = desc("Tolerations of the pod.", default=None)
     host_network: bool | None = desc("Use the host's network namespace.", default=None)
@@ -88,9 +82,7 @@ class PodFields(OmeModel):
     priority_class_name: str | None = desc("PriorityClass of the pod.", default=None)
     security_context: Unstructured | None = desc("Pod security context.", default=None)
     termination_grace_period_seconds: int | None = desc("Grace period on termination.", default=None)
-    topology_spread_constraints: list[Unstructured] | None = desc(
-        "Topology spread constraints.", default=None
-    )
+    topology_spread_constraints: list[Unstructured] | None = desc("Topology spread constraints.", default=None)
     runtime_class_name: str | None = desc("RuntimeClass of the pod.", default=None)
 
     def pod_fields(self) -> dict[str, Any]:

@@ -19,9 +19,7 @@ class ComponentExtension(OmeModel):
     """Scaling and pod-metadata settings of a component (OME ComponentExtensionSpec)."""
 
     min_replicas: int | None = desc("Groups (or pods for single-node components) to run.", default=None, ge=0)
-    max_replicas: int | None = desc(
-        "Upper bound for autoscaling; the operator runs minReplicas.", default=None, ge=0
-    )
+    max_replicas: int | None = desc("Upper bound for autoscaling; the operator runs minReplicas.", default=None, ge=0)
     scale_target: int | None = desc("Autoscaling target (OME compatibility; not acted on yet).", default=None)
     scale_metric: Literal["cpu", "memory", "concurrency", "rps"] | None = desc(
         "Autoscaling metric (OME compatibility; not acted on yet).", default=None
@@ -41,9 +39,7 @@ class ComponentExtension(OmeModel):
         description="PodDisruptionBudget maxUnavailable (OME compatibility).",
         json_schema_extra={"x-kubernetes-int-or-string": True},
     )
-    deployment_strategy: Unstructured | None = desc(
-        "apps/v1 DeploymentStrategy for Deployments.", default=None
-    )
+    deployment_strategy: Unstructured | None = desc("apps/v1 DeploymentStrategy for Deployments.", default=None)
     keda_config: Unstructured | None = desc("KEDA autoscaling settings (not acted on yet).", default=None)
 
 
@@ -56,9 +52,7 @@ class LeaderSpec(PodFields):
 class WorkerSpec(PodFields):
     """The worker pods of a multi-node group (ranks 1..size)."""
 
-    size: int | None = desc(
-        "Worker pods per group besides the leader; 0 means single-node.", default=None, ge=0
-    )
+    size: int | None = desc("Worker pods per group besides the leader; 0 means single-node.", default=None, ge=0)
     runner: Container | None = desc("The workers' serving container.", default=None)
 
 
@@ -68,9 +62,7 @@ class ComponentSpec(PodFields, ComponentExtension):
     runner: Container | None = desc("The serving container of single-node pods.", default=None)
     leader: LeaderSpec | None = desc("Leader pod of each multi-node group.", default=None)
     worker: WorkerSpec | None = desc("Worker pods of each multi-node group.", default=None)
-    accelerator_override: Unstructured | None = desc(
-        "AcceleratorClass override (not acted on yet).", default=None
-    )
+    accelerator_override: Unstructured | None = desc("AcceleratorClass override (not acted on yet).", default=None)
 
     @property
     def multi_node(self) -> bool:
@@ -81,9 +73,7 @@ class RouterSpec(PodFields, ComponentExtension):
     """The router in front of the engine (and decoder): sglang-router discovering leader pods."""
 
     runner: Container | None = desc("The router container.", default=None)
-    config: dict[str, str] | None = desc(
-        "Settings passed to the router as environment variables.", default=None
-    )
+    config: dict[str, str] | None = desc("Settings passed to the router as environment variables.", default=None)
 
 
 class SupportedModelFormat(OmeModel):
@@ -94,15 +84,9 @@ class SupportedModelFormat(OmeModel):
     model_type: str | None = desc("Deprecated model type (OME compatibility).", default=None)
     version: str | None = desc("Legacy version (OME compatibility).", default=None)
     model_framework: ModelFormat | None = desc("Framework; names equal, versions compared.", default=None)
-    model_architecture: str | None = desc(
-        "Architecture; must equal the model's (both set or neither).", default=None
-    )
-    quantization: str | None = desc(
-        "Quantization; must equal the model's (both set or neither).", default=None
-    )
-    diffusion_pipeline: Unstructured | None = desc(
-        "Diffusers pipeline match (not acted on yet).", default=None
-    )
+    model_architecture: str | None = desc("Architecture; must equal the model's (both set or neither).", default=None)
+    quantization: str | None = desc("Quantization; must equal the model's (both set or neither).", default=None)
+    diffusion_pipeline: Unstructured | None = desc("Diffusers pipeline match (not acted on yet).", default=None)
     auto_select: bool | None = desc("Eligible for automatic runtime selection.", default=None)
     priority: int | None = desc("Priority in auto-selection (default 1).", default=None, ge=1)
     accelerator_config: dict[str, Unstructured] | None = desc(
@@ -120,18 +104,14 @@ class ModelSizeRange(OmeModel):
 class ServingRuntimeSpec(PodFields):
     """How to serve a family of models."""
 
-    supported_model_formats: list[SupportedModelFormat] | None = desc(
-        "Model kinds this runtime serves.", default=None
-    )
+    supported_model_formats: list[SupportedModelFormat] | None = desc("Model kinds this runtime serves.", default=None)
     model_size_range: ModelSizeRange | None = desc("Parameter-count range served.", default=None)
     disabled: bool | None = desc("A disabled runtime is never selected.", default=None)
     protocol_versions: list[str] | None = desc("openAI, openInference-v1 or openInference-v2.", default=None)
     engine_config: ComponentSpec | None = desc("Defaults for the engine (prefill) component.", default=None)
     decoder_config: ComponentSpec | None = desc("Defaults for the decoder (decode) component.", default=None)
     router_config: RouterSpec | None = desc("Defaults for the router component.", default=None)
-    accelerator_requirements: Unstructured | None = desc(
-        "Accelerator requirements (not acted on).", default=None
-    )
+    accelerator_requirements: Unstructured | None = desc("Accelerator requirements (not acted on).", default=None)
     labels: dict[str, str] | None = desc("Legacy pod labels (OME compatibility).", default=None)
     annotations: dict[str, str] | None = desc("Legacy pod annotations (OME compatibility).", default=None)
     workers: Unstructured | None = desc("Legacy multi-node workers (OME compatibility).", default=None)
