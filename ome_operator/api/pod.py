@@ -88,11 +88,11 @@ class PodFields(OmeModel):
     def pod_fields(self) -> dict[str, Any]:
         """Only the PodSpec part of this object, as written (camelCase), for merging into a pod."""
         data = self.to_dict()
-        return {k: v for k, v in data.items() if k not in _NON_POD_KEYS}
+        return {k: v for k, v in data.items() if k not in NON_POD_KEYS}
 
 
 # Keys of component specs that are not PodSpec fields (dropped when building the pod).
-_NON_POD_KEYS = frozenset(
+NON_POD_KEYS = frozenset(
     {
         "runner",
         "leader",

@@ -1,0 +1,189 @@
+"""A model's download: one Job per target node, writing into the node's hostPath, plus progress plumbing.
+
+Each Job is pinned to its node (node affinity on metadata.name, as DaemonSets do), runs
+`ome-operator download` from the operator's own image as a non-root user, reads the hub token only
+through a secretKeyRef, and publishes progress to one ConfigMap that its ServiceAccount alone may
+update (a Role limited by resourceNames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ome_operator.api.model import AnyModel, ClusterBaseModel
+
+from . import names
+from .context import PLACEHOLDER_UID, Settings, model_path
+from .merge import Obj
+
+COMPONENT = "model-download"
+DOWNLOAD_USER = 65532
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    model: AnyModel
+    settings: Settings
+
+    @property
+    def cluster_scoped(self) -> bool:
+        return isinstance(self.model, ClusterBaseModel)
+
+    @property
+    def namespace(self) -> str:
+        """Cluster models download from the operator's namespace; BaseModels from their own."""
+        return self.settings.operator_namespace if self.cluster_scoped else (self.model.namespace or "default")
+
+    @property
+    def resources_name(self) -> str:
+        return names.download_resources_name(self.model.name, None if self.cluster_scoped else self.model.namespace)
+
+    def labels(self) -> dict[str, str]:
+        scope = "cluster" if self.cluster_scoped else (self.model.namespace or "default")
+        return {
+            **names.standard_labels(self.model.name, COMPONENT),
+            names.LABEL_MODEL: f"{scope}.{self.model.name}",
+        }
+
+    def metadata(self, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {**self.labels(), **(extra_labels or {})},
+            "ownerReferences": [
+                {
+                    "apiVersion": self.model.api_version,
+                    "kind": self.model.crd.kind,
+                    "name": self.model.name,
+                    "uid": self.model.metadata.uid or PLACEHOLDER_UID,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+
+
+def render_download_access(mctx: ModelContext) -> list[Obj]:
+    """The progress ConfigMap and the identity allowed to update only it."""
+    name = mctx.resources_name
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": mctx.metadata(name), "data": {}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": mctx.metadata(name)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": mctx.metadata(name),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [name],
+                    "verbs": ["get", "patch", "update"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": mctx.metadata(name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": mctx.namespace}],
+        },
+    ]
+
+
+def _token_env(mctx: ModelContext) -> list[Obj]:
+    storage = mctx.model.spec.storage
+    if not storage.key:
+        return []
+    data_key = (storage.parameters or {}).get("secretKey", "token")
+    return [
+        {
+            "name": "HF_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": storage.key, "key": data_key}},
+        }
+    ]
+
+
+def render_download_job(mctx: ModelContext, node: str) -> Obj:
+    settings = mctx.settings
+    storage = mctx.model.spec.storage
+    dest = model_path(mctx.model, settings)
+    args = [
+        "download",
+        storage.storage_uri,
+        "--dest",
+        dest,
+        "--workers",
+        str(settings.download_workers),
+        "--node-name",
+        node,
+        "--progress-configmap",
+        f"{mctx.namespace}/{mctx.resources_name}",
+    ]
+    if mctx.model.spec.allow_pickle:
+        args.append("--allow-pickle")
+    env: list[Obj] = []
+    if settings.hf_endpoint:
+        env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
+    env.extend(_token_env(mctx))
+    node_labels = {names.LABEL_NODE: names.short_hash(node, 10)}
+    container: Obj = {
+        "name": "download",
+        "image": settings.image,
+        "args": args,
+        "env": env,
+        "volumeMounts": [
+            {"name": "models", "mountPath": dest},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": DOWNLOAD_USER,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "terminationMessagePolicy": "File",
+    }
+    pod_spec: Obj = {
+        "restartPolicy": "Never",
+        "serviceAccountName": mctx.resources_name,
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+                    ]
+                }
+            }
+        },
+        # GPU nodes are commonly tainted; the copy must land on exactly the nodes that will serve it.
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [
+            {"name": "models", "hostPath": {"path": dest, "type": "DirectoryOrCreate"}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **mctx.metadata(names.download_job_name(mctx.model.name, node), node_labels),
+            "annotations": {"ome.io/node": node},
+        },
+        "spec": {
+            "backoffLimit": settings.download_backoff_limit,
+            "template": {"metadata": {"labels": {**mctx.labels(), **node_labels}}, "spec": pod_spec},
+        },
+    }
+
+
+def render_model(model: AnyModel, nodes: list[str], settings: Settings) -> list[Obj]:
+    """Everything a model needs on the cluster: progress access, then one Job per target node."""
+    mctx = ModelContext(model, settings)
+    return [*render_download_access(mctx), *(render_download_job(mctx, node) for node in sorted(nodes))]
