@@ -1,10 +1,41 @@
-"""The `ome-operator` command: run | render | plan | download."""
+"""The `ome-operator` command: run | render | plan | download | version."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from ome_operator.api import load_paths
+from ome_operator.render.bundle import Bundle, render_bundle
+from ome_operator.render.context import Settings
+from ome_operator.render.plan import H200, Accelerator, compute_plan, format_plan
+
+PLACEHOLDER_NODE = "<node>"
+
+
+def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE_OR_DIR",
+        help="YAML file or directory of models, runtimes and InferenceServices (repeatable); "
+        "other kinds such as Namespace are ignored",
+    )
+    parser.add_argument(
+        "--node",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help=f"target node for model downloads (repeatable; default: one placeholder node {PLACEHOLDER_NODE!r})",
+    )
+    parser.add_argument("--namespace", default="ome", help="the operator's namespace (default: ome)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,20 +44,86 @@ def build_parser() -> argparse.ArgumentParser:
         description="Model-driven LLM serving on Kubernetes (OME-compatible, ome.io/v1beta1).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = sub.add_parser("render", help="print every object the operator would create (offline, no cluster)")
+    _add_input_arguments(render)
+    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="output format")
+
+    plan = sub.add_parser("plan", help="components, groups, nodes, GPUs, weight memory and cost (offline)")
+    _add_input_arguments(plan)
+    plan.add_argument("--price", type=float, default=H200.price_per_gpu_hour, help="price per GPU-hour in USD")
+    plan.add_argument("--gpu-memory-gib", type=float, default=H200.memory_bytes / 1024**3, help="memory per GPU in GiB")
+    plan.add_argument("--gpus-per-node", type=int, default=H200.gpus_per_node, help="GPUs per node")
+    plan.add_argument("--accelerator", default=H200.name, help="accelerator name shown in the plan")
+
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def load_and_render(args: argparse.Namespace) -> Bundle | None:
+    """Read the inputs and render them; print problems and return None when anything is wrong."""
+    loaded = load_paths(args.filename)
+    problems = list(loaded.problems)
+    bundle = None
+    if not problems:
+        settings = Settings(operator_namespace=args.namespace)
+        bundle = render_bundle(loaded.objects, settings, args.node or [PLACEHOLDER_NODE])
+        problems.extend(bundle.problems)
+    if not loaded.objects and not problems:
+        problems_text = "error: input: -: no ome.io objects found"
+        print(problems_text, file=sys.stderr)
+        return None
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return None if problems else bundle
+
+
+def run_render(args: argparse.Namespace) -> int:
+    bundle = load_and_render(args)
+    if bundle is None:
+        return 1
+    if args.output == "json":
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": bundle.objects}, indent=2))
+    else:
+        print(yaml.safe_dump_all(bundle.objects, sort_keys=False, default_flow_style=False), end="")
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    bundle = load_and_render(args)
+    if bundle is None:
+        return 1
+    accelerator = Accelerator(args.accelerator, int(args.gpu_memory_gib * 1024**3), args.gpus_per_node, args.price)
+    sections = []
+    for resolved in bundle.services:
+        runtime = resolved.selection.runtime
+        plan = compute_plan(
+            resolved.isvc.name,
+            resolved.isvc.namespace or "default",
+            resolved.model,
+            runtime.name if runtime is not None else "-",
+            resolved.rendered.shapes,
+            accelerator,
+        )
+        section = format_plan(plan)
+        if resolved.selection.provisional:
+            section += f"\n  note: {resolved.selection.reason}"
+        sections.append(section)
+    print("\n\n".join(sections) if sections else "no InferenceService in the input")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    commands: dict[str, Any] = {"render": run_render, "plan": run_plan}
     if args.command == "version":
         from importlib.metadata import version
 
         print(version("ome-operator"))
         return 0
-    parser.error(f"unknown command {args.command}")
-    return 2
+    result: int = commands[args.command](args)
+    return result
 
 
 if __name__ == "__main__":
