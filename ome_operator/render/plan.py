@@ -110,30 +110,31 @@ def compute_plan(
     return Plan(name, namespace, model.name, runtime, components, accelerator, weight_bytes, notes)
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def format_component(c: ComponentPlan, acc: Accelerator) -> str:
+    s = c.shape
+    title = {"engine": "engine (prefill):", "decoder": "decoder (decode):"}[s.component]
+    if s.multi_node:
+        size = f"{_plural(s.groups, 'group')} × {_plural(s.pods_per_group, 'node')} × {s.gpus_per_pod} GPUs"
+    else:
+        size = f"{_plural(s.groups, 'pod')} × {s.gpus_per_pod} GPUs"
+    line = f"  {title:<18} {size} = {s.gpus} GPUs"
+    if c.weight_bytes_per_gpu is not None:
+        line += f"; weights {c.weight_bytes_per_gpu / GIB:.1f} GiB/GPU of {acc.memory_bytes / GIB:.0f} GiB ({acc.name})"
+    return line
+
+
 def format_plan(plan: Plan) -> str:
     acc = plan.accelerator
     lines = [
         f"InferenceService {plan.namespace}/{plan.name}",
         f"  model: {plan.model}   runtime: {plan.runtime}",
-    ]
-    for c in plan.components:
-        s = c.shape
-        role = {"engine": "prefill", "decoder": "decode"}[s.component]
-        groups = f"{s.groups} group{'s' if s.groups != 1 else ''}"
-        per_group = f"{s.pods_per_group} node{'s' if s.pods_per_group != 1 else ''}" if s.multi_node else "1 pod"
-        line = (
-            f"  {s.component + ' (' + role + '):':<18} {groups} × {per_group} × {s.gpus_per_pod} GPUs = {s.gpus} GPUs"
-        )
-        if not s.multi_node:
-            line = f"  {s.component + ' (' + role + '):':<18} {s.groups} pod{'s' if s.groups != 1 else ''} × {s.gpus_per_pod} GPUs = {s.gpus} GPUs"
-        if c.weight_bytes_per_gpu is not None:
-            line += (
-                f"; weights {c.weight_bytes_per_gpu / GIB:.1f} GiB/GPU of {acc.memory_bytes / GIB:.0f} GiB ({acc.name})"
-            )
-        lines.append(line)
-    lines.append(
+        *(format_component(c, acc) for c in plan.components),
         f"  total: {len(plan.components)} components, {plan.gpus} GPUs on {plan.nodes} nodes, "
-        f"${plan.cost_per_hour:,.2f}/hour at ${acc.price_per_gpu_hour:.2f}/GPU-hour ({acc.name})"
-    )
-    lines.extend(f"  {note}" for note in plan.notes)
+        f"${plan.cost_per_hour:,.2f}/hour at ${acc.price_per_gpu_hour:.2f}/GPU-hour ({acc.name})",
+        *(f"  {note}" for note in plan.notes),
+    ]
     return "\n".join(lines)
