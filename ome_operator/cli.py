@@ -70,8 +70,9 @@ def load_and_render(args: argparse.Namespace) -> Bundle | None:
         bundle = render_bundle(loaded.objects, settings, args.node or [PLACEHOLDER_NODE])
         problems.extend(bundle.problems)
     if not loaded.objects and not problems:
-        problems_text = "error: input: -: no ome.io objects found"
-        print(problems_text, file=sys.stderr)
+        sources = ", ".join(args.filename)
+        seen = "; ".join(loaded.ignored) or "nothing"
+        print(f"error: File/{sources}: -: no ome.io objects found (read: {seen})", file=sys.stderr)
         return None
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -106,8 +107,9 @@ def run_plan(args: argparse.Namespace) -> int:
             accelerator,
         )
         section = format_plan(plan)
-        if resolved.selection.provisional:
-            section += f"\n  note: {resolved.selection.reason}"
+        section += f"\n  runtime choice: {resolved.selection.reason}"
+        for candidate, why in resolved.selection.excluded:
+            section += f"\n  not chosen: {candidate.kind} {candidate.name}: {why}"
         sections.append(section)
     print("\n\n".join(sections) if sections else "no InferenceService in the input")
     return 0

@@ -81,7 +81,7 @@ def _load_text(text: str, source: str, result: Loaded) -> None:
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
-        result.problems.append(Problem("File", source, "-", f"not valid YAML: {_one_line(str(exc))}"))
+        result.problems.append(Problem("File", source, "-", f"not valid YAML: {_yaml_error(exc)}"))
         return
     for doc in documents:
         if doc is None:
@@ -126,16 +126,15 @@ def check_rules(obj: Resource) -> list[Problem]:
     def add(path: str, reason: str) -> None:
         problems.append(Problem(obj.crd.kind, obj.name, path, reason))
 
-    if not DNS_1123_SUBDOMAIN.match(obj.name) or len(obj.name) > 253:
+    if isinstance(obj, InferenceService):
+        # Its name becomes Service and label values: the stricter DNS-1035 label rule applies.
+        if not DNS_1035.match(obj.name) or len(obj.name) > 63:
+            add("metadata.name", "must be a DNS-1035 label: lowercase letters, digits, '-', starting with a letter")
+    elif not DNS_1123_SUBDOMAIN.match(obj.name) or len(obj.name) > 253:
         add("metadata.name", "must be a DNS subdomain: lowercase letters, digits, '-' and '.'")
     if obj.crd.scope == "Namespaced" and obj.namespace is not None and not _is_dns_label(obj.namespace):
         add("metadata.namespace", "must be a DNS label")
     if isinstance(obj, InferenceService):
-        if not DNS_1035.match(obj.name) or len(obj.name) > 63:
-            add(
-                "metadata.name",
-                "must be a DNS-1035 label: lowercase letters, digits, '-', starting with a letter",
-            )
         if obj.spec.decoder is not None and obj.spec.engine is None:
             add("spec.decoder", "a decoder requires an engine (prefill) component")
     if isinstance(obj, ClusterBaseModel | BaseModel):
@@ -159,6 +158,14 @@ def check_rules(obj: Resource) -> list[Problem]:
 
 def _is_dns_label(value: str) -> bool:
     return bool(DNS_1123_LABEL.match(value)) and len(value) <= 63
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return _one_line(str(exc))
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

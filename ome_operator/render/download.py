@@ -133,7 +133,7 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "name": "download",
         "image": settings.image,
         "args": args,
-        "env": env,
+        **({"env": env} if env else {}),
         "volumeMounts": [
             {"name": "models", "mountPath": dest},
             {"name": "tmp", "mountPath": "/tmp"},

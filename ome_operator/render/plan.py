@@ -118,10 +118,10 @@ def format_component(c: ComponentPlan, acc: Accelerator) -> str:
     s = c.shape
     title = {"engine": "engine (prefill):", "decoder": "decoder (decode):"}[s.component]
     if s.multi_node:
-        size = f"{_plural(s.groups, 'group')} × {_plural(s.pods_per_group, 'node')} × {s.gpus_per_pod} GPUs"
+        size = f"{_plural(s.groups, 'group')} × {_plural(s.pods_per_group, 'node')} × {_plural(s.gpus_per_pod, 'GPU')}"
     else:
-        size = f"{_plural(s.groups, 'pod')} × {s.gpus_per_pod} GPUs"
-    line = f"  {title:<18} {size} = {s.gpus} GPUs"
+        size = f"{_plural(s.groups, 'pod')} × {_plural(s.gpus_per_pod, 'GPU')}"
+    line = f"  {title:<18} {size} = {_plural(s.gpus, 'GPU')}"
     if c.weight_bytes_per_gpu is not None:
         line += f"; weights {c.weight_bytes_per_gpu / GIB:.1f} GiB/GPU of {acc.memory_bytes / GIB:.0f} GiB ({acc.name})"
     return line
@@ -133,7 +133,8 @@ def format_plan(plan: Plan) -> str:
         f"InferenceService {plan.namespace}/{plan.name}",
         f"  model: {plan.model}   runtime: {plan.runtime}",
         *(format_component(c, acc) for c in plan.components),
-        f"  total: {len(plan.components)} components, {plan.gpus} GPUs on {plan.nodes} nodes, "
+        f"  total: {_plural(len(plan.components), 'component')}, {_plural(plan.gpus, 'GPU')} "
+        f"on {_plural(plan.nodes, 'node')}, "
         f"${plan.cost_per_hour:,.2f}/hour at ${acc.price_per_gpu_hour:.2f}/GPU-hour ({acc.name})",
         *(f"  {note}" for note in plan.notes),
     ]

@@ -19,6 +19,15 @@ from ome_operator.api.runtime import AnyRuntime
 _SIZE_SUFFIX = {"T": 10**12, "B": 10**9, "M": 10**6, "K": 10**3}
 
 
+def format_size(value: float) -> str:
+    """1e12 -> "1T", 8e9 -> "8B", 1.03e12 -> "1.03T"."""
+    for suffix in ("T", "B", "M", "K"):
+        unit = _SIZE_SUFFIX[suffix]
+        if value >= unit:
+            return f"{value / unit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def parse_size(text: str | None) -> float | None:
     """ "1T" -> 1e12, "1.5T", "650B", "500M"; None when absent or unreadable."""
     if not text:
@@ -142,7 +151,7 @@ def size_mismatch(facts: ModelFacts, runtime: AnyRuntime) -> str | None:
     if low is None or high is None:
         return None
     if not low <= facts.size <= high:
-        return f"model size {facts.size:.3g} is outside {size_range.min}..{size_range.max}"
+        return f"model size {format_size(facts.size)} is outside {size_range.min}..{size_range.max}"
     return None
 
 
