@@ -134,9 +134,8 @@ def check_rules(obj: Resource) -> list[Problem]:
         add("metadata.name", "must be a DNS subdomain: lowercase letters, digits, '-' and '.'")
     if obj.crd.scope == "Namespaced" and obj.namespace is not None and not _is_dns_label(obj.namespace):
         add("metadata.namespace", "must be a DNS label")
-    if isinstance(obj, InferenceService):
-        if obj.spec.decoder is not None and obj.spec.engine is None:
-            add("spec.decoder", "a decoder requires an engine (prefill) component")
+    if isinstance(obj, InferenceService) and obj.spec.decoder is not None and obj.spec.engine is None:
+        add("spec.decoder", "a decoder requires an engine (prefill) component")
     if isinstance(obj, ClusterBaseModel | BaseModel):
         uri = obj.spec.storage.storage_uri
         scheme = uri.split("://", 1)[0] if "://" in uri else ""
