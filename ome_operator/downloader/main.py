@@ -1,0 +1,197 @@
+"""`ome-operator download`: the program of the model-download Job.
+
+    ome-operator download STORAGE_URI --dest DIR [--revision REV] [--workers N] [--allow-pickle]
+        [--progress-configmap NAMESPACE/NAME] [--progress-interval S] [--kubeconfig PATH]
+        [--node-name NAME] [--termination-log PATH] [--stall-timeout S] [--max-retries N]
+
+Environment: HF_ENDPOINT (the hub; default huggingface_hub's), HF_TOKEN (the only source of the
+token), NODE_NAME (default of --node-name), TERMINATION_MESSAGE_PATH (default of
+--termination-log), KUBECONFIG (outside a pod; inside, the ServiceAccount is used).
+
+STORAGE_URI and where the model ends up:
+- hf://org/repo[@rev]: downloaded and verified into --dest;
+- local:///path: validated in place; --dest is not used;
+- pvc://[ns:]claim/sub: the Job mounts the claim at --dest; the model is validated at --dest/sub.
+
+Exit codes: 0 every file verified in place; 1 failed, a retry may succeed (network, verification);
+2 usage error; 3 failed permanently (bad URI, not found, no access, pickle refused, not a model, no
+space), so the Job's podFailurePolicy can stop retrying on 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ome_operator.downloader.kubeapi import ConfigMapPublisher, parse_configmap_ref, resolve_target
+from ome_operator.downloader.listing import ListingError
+from ome_operator.downloader.metadata import ModelFormatError
+from ome_operator.downloader.pipeline import DeliveryError, HfRequest, download_hf, validate_mounted
+from ome_operator.downloader.progress import Progress, Reporter
+from ome_operator.downloader.report import Redactor, configure_logging, env_token, write_termination_message
+from ome_operator.downloader.uri import HfUri, LocalUri, PvcUri, StorageUriError, effective_revision, parse_storage_uri
+
+LOG = logging.getLogger("ome_operator.downloader")
+
+EXIT_OK, EXIT_RETRYABLE, EXIT_USAGE, EXIT_PERMANENT = 0, 1, 2, 3
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "storage_uri", metavar="STORAGE_URI", help="hf://org/repo[@rev] | local:///path | pvc://[ns:]claim/sub"
+    )
+    parser.add_argument("--dest", type=Path, help="hf: download directory; pvc: the claim's mount point")
+    parser.add_argument("--revision", help="branch, tag or commit (default: the URI's @rev, else main)")
+    parser.add_argument("--workers", type=_positive_int, default=8, help="files fetched in parallel (default 8)")
+    parser.add_argument("--allow-pickle", action="store_true", help="also fetch pickle formats (*.bin, *.pt, ...)")
+    parser.add_argument("--progress-configmap", metavar="NAMESPACE/NAME", help="ConfigMap to publish progress to")
+    parser.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress reports")
+    parser.add_argument("--kubeconfig", help="kubeconfig for publishing progress outside a pod")
+    parser.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (env NODE_NAME)")
+    parser.add_argument(
+        "--termination-log",
+        default=os.environ.get("TERMINATION_MESSAGE_PATH", DEFAULT_TERMINATION_LOG),
+        help="where the JSON result goes (env TERMINATION_MESSAGE_PATH; default /dev/termination-log)",
+    )
+    parser.add_argument("--stall-timeout", type=float, default=60.0, help="give up on a connection silent this long")
+    parser.add_argument("--max-retries", type=int, default=10, help="retries per file and per hub call")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def run(args: argparse.Namespace) -> int:
+    # huggingface_hub otherwise fetches an "agent harness" registry from the hub on first use and
+    # caches it under $HOME; a download Job needs neither (read when it is first imported).
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    token = env_token()
+    redactor = Redactor([token])
+    configure_logging(redactor, verbose=args.verbose)
+    termination = _termination_path(args.termination_log)
+    progress = Progress()
+    publisher = _publisher(args, redactor)
+    reporter = Reporter(progress, publisher, args.progress_interval)
+    started = time.monotonic()
+    base: dict[str, Any] = {"storageUri": args.storage_uri}
+    if args.node_name:
+        base["node"] = args.node_name
+    reporter.start()
+    try:
+        summary = {**base, **_deliver(args, token, progress)}
+    except (StorageUriError, ListingError, ModelFormatError, DeliveryError) as exc:
+        permanent = not isinstance(exc, DeliveryError) or exc.permanent
+        return _fail(exc, permanent, base, progress, reporter, publisher, termination, redactor, started)
+    except Exception as exc:
+        LOG.error("unexpected error:\n%s", "".join(traceback.format_exception(exc)))
+        return _fail(exc, False, base, progress, reporter, publisher, termination, redactor, started)
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    if publisher is not None:
+        publisher.set_result(summary)
+    reporter.stop("Succeeded")
+    text = write_termination_message(termination, summary, redactor)
+    LOG.info("done: %s", text)
+    return EXIT_OK
+
+
+def _deliver(args: argparse.Namespace, token: str | None, progress: Progress) -> dict[str, Any]:
+    uri = parse_storage_uri(args.storage_uri)
+    if isinstance(uri, LocalUri):
+        return validate_mounted(Path(uri.path), args.allow_pickle, progress)
+    if args.dest is None:
+        raise StorageUriError(f"{uri}: --dest is required")
+    if isinstance(uri, PvcUri):
+        if not os.path.ismount(args.dest):
+            LOG.info("%s is not a mount point; validating it as the root of claim %s anyway", args.dest, uri.claim)
+        return validate_mounted(args.dest / uri.sub_path, args.allow_pickle, progress)
+    assert isinstance(uri, HfUri)
+    request = HfRequest(
+        repo_id=uri.repo_id,
+        revision=effective_revision(uri, args.revision),
+        dest=args.dest,
+        endpoint=hub_endpoint(),
+        token=token,
+        workers=args.workers,
+        allow_pickle=args.allow_pickle,
+        stall_timeout=args.stall_timeout,
+        max_retries=args.max_retries,
+        user_agent=_user_agent(),
+    )
+    return download_hf(request, progress)
+
+
+def hub_endpoint() -> str:
+    """HF_ENDPOINT, read now rather than when huggingface_hub was imported, else the library's default."""
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip()
+    if endpoint:
+        return endpoint.rstrip("/")
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT).rstrip("/")
+
+
+def _fail(
+    exc: BaseException,
+    permanent: bool,
+    base: dict[str, Any],
+    progress: Progress,
+    reporter: Reporter,
+    publisher: ConfigMapPublisher | None,
+    termination: Path | None,
+    redactor: Redactor,
+    started: float,
+) -> int:
+    message = str(exc) or type(exc).__name__
+    summary = {**base, "status": "Failed", "error": message, "permanent": permanent}
+    if isinstance(exc, DeliveryError) and exc.file:
+        summary["file"] = exc.file
+    if progress.commit:
+        summary["commit"] = progress.commit
+    summary["seconds"] = round(time.monotonic() - started, 2)
+    if publisher is not None:
+        publisher.set_result(summary)
+    reporter.stop("Failed", message=redactor(message))
+    write_termination_message(termination, summary, redactor)
+    LOG.error("download failed: %s", message)
+    return EXIT_PERMANENT if permanent else EXIT_RETRYABLE
+
+
+def _termination_path(raw: str) -> Path | None:
+    # Outside a pod /dev/termination-log does not exist; do not create it in a developer's /dev.
+    if raw == DEFAULT_TERMINATION_LOG and not os.path.exists(raw):
+        return None
+    return Path(raw) if raw else None
+
+
+def _publisher(args: argparse.Namespace, redactor: Redactor) -> ConfigMapPublisher | None:
+    if not args.progress_configmap:
+        return None
+    try:
+        namespace, name = parse_configmap_ref(args.progress_configmap)
+        target = resolve_target(args.kubeconfig)
+    except (ValueError, OSError, KeyError) as exc:
+        LOG.warning("progress publishing disabled: %s", exc)
+        return None
+    if target is None:
+        LOG.warning("progress publishing disabled: no ServiceAccount token and no kubeconfig")
+        return None
+    return ConfigMapPublisher(target, namespace, name, args.node_name, redactor)
+
+
+def _user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ome-operator-downloader/{version('ome-operator')}"
+    except PackageNotFoundError:
+        return "ome-operator-downloader"
