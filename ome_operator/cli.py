@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpus-per-node", type=int, default=H200.gpus_per_node, help="GPUs per node")
     plan.add_argument("--accelerator", default=H200.name, help="accelerator name shown in the plan")
 
+    # --- download (issue 5): its arguments and handler live in ome_operator.downloader.main ---
+    from ome_operator.downloader.main import add_arguments as add_download_arguments
+
+    download = sub.add_parser("download", help="the model-download Job: fetch and verify a model on this node")
+    add_download_arguments(download)
+    # --- end download ---
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -119,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands: dict[str, Any] = {"render": run_render, "plan": run_plan}
+    if args.command == "download":  # issue 5
+        from ome_operator.downloader.main import run as run_download
+
+        return run_download(args)
     if args.command == "version":
         from importlib.metadata import version
 

@@ -74,7 +74,7 @@ def backoff_delay(
     r = rng or _RNG
     if retry_after is not None:
         return retry_after * (1.0 + 0.1 * r.random())
-    step = min(cap, base * (2 ** (attempt - 1)))
+    step = min(cap, base * 2.0 ** (attempt - 1))
     return step * (0.5 + 0.5 * r.random())
 
 
