@@ -78,13 +78,15 @@ class ManifestEntry:
     mtimeNs: int
     inode: int
 
+    def same_stat(self, st: os.stat_result) -> bool:
+        return self.size == st.st_size and self.mtimeNs == st.st_mtime_ns and self.inode == st.st_ino
+
     def still_valid(self, expected: RemoteFile, st: os.stat_result) -> bool:
         return (
             self.digest == expected.expected_digest
             and self.hashKind == expected.hash_kind
-            and self.size == expected.size == st.st_size
-            and self.mtimeNs == st.st_mtime_ns
-            and self.inode == st.st_ino
+            and self.size == expected.size
+            and self.same_stat(st)
         )
 
 

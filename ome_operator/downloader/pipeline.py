@@ -171,14 +171,21 @@ def bring_into_place(f: RemoteFile, dest: Path, fetcher: Fetcher, progress: Prog
     if st is not None:
         # Present but not vouched for by the manifest (copied in, touched, or from another tool):
         # a matching hash saves the transfer; anything else must not keep the final name.
-        if st.st_size == f.size:
+        entry = writer.manifest.files.get(f.path)
+        if entry is not None and entry.same_stat(st):
+            # Unchanged since we verified it against another digest: an older revision's file.
+            LOG.info("%s: changed in this revision; fetching the new version", f.path)
+        elif st.st_size == f.size:
             hasher = hash_prefix(final, f, f.size)
-            if hasher.fed == f.size and hasher.hexdigest() == f.expected_digest:
-                progress.rehashed(f.size)
+            good = hasher.fed == f.size and hasher.hexdigest() == f.expected_digest
+            progress.rehashed(hasher.fed, good=good)
+            if good:
                 writer.record(f.path, f, final)
                 progress.file_done()
                 return
-        LOG.warning("%s: the copy on disk does not match the hub's %s; fetching it again", f.path, f.hash_kind)
+            LOG.warning("%s: the copy on disk does not match the hub's %s; fetching it again", f.path, f.hash_kind)
+        else:
+            LOG.warning("%s: the copy on disk has the wrong size; fetching it again", f.path)
         final.unlink()
         writer.forget(f.path)
     fetcher.fetch(f)

@@ -63,11 +63,12 @@ class Progress:
             self.transferred += n
             self.completed_bytes += n
 
-    def rehashed(self, n: int) -> None:
-        """A prefix or whole file read back from disk and found good so far."""
+    def rehashed(self, n: int, good: bool = True) -> None:
+        """A prefix or whole file read back from disk; `good`: it counts towards completion."""
         with self._lock:
             self.hashed += n
-            self.completed_bytes += n
+            if good:
+                self.completed_bytes += n
 
     def discarded(self, n: int) -> None:
         """Bytes counted as completed that turned out bad (hash mismatch, server ignored Range)."""
