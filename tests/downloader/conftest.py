@@ -19,9 +19,9 @@ import pytest
 # Before huggingface_hub is first imported: no telemetry or "agent registry" calls, no writes to ~.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from devtools.fixtures import FixtureRepo, build_repo  # noqa: E402
-from devtools.hub import Hub  # noqa: E402
-from tests.downloader.servers import FakeKubeApi, HubFront  # noqa: E402
+from devtools.fixtures import FixtureRepo, build_repo
+from devtools.hub import Hub
+from tests.downloader.servers import FakeKubeApi, HubFront
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
