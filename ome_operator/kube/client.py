@@ -1,0 +1,151 @@
+"""The only code that talks to the API server: get, paginated list, server-side apply, delete, status.
+
+A thin layer over the kubernetes client's ApiClient.call_api: every request is a plain path, so one
+small table (resources.py) replaces discovery, and server-side apply is a PATCH with the
+apply-patch content type and a single field manager.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .resources import KINDS, ResourceInfo
+
+FIELD_MANAGER = "ome-operator"
+PAGE_SIZE = 500
+Obj = dict[str, Any]
+
+__all__ = ["FIELD_MANAGER", "ApiException", "Kube", "load_api_client"]
+
+
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster credentials when running in a pod, else KUBECONFIG / the given file."""
+    try:
+        if kubeconfig is None:
+            config.load_incluster_config()
+            return client.ApiClient()
+    except config.ConfigException:
+        pass
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+def info(kind: str) -> ResourceInfo:
+    return KINDS[kind]
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+        self.api = api
+        self.field_manager = field_manager
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, Any]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        accept: str = "application/json",
+    ) -> bytes:
+        headers = {"Accept": accept}
+        if content_type:
+            headers["Content-Type"] = content_type
+        method, url, headers, body, post = self.api.param_serialize(
+            method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post)
+        data: bytes = response.read() or b""
+        if not 200 <= response.status <= 299:
+            ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+        return data
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, Any]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        data = self._request(method, path, query, body, content_type)
+        return json.loads(data) if data else None
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        try:
+            result: Obj = self._call("GET", info(kind).path(namespace, name))
+            return result
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
+        return list(self.iter_list(kind, namespace, label_selector))
+
+    def iter_list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> Iterator[Obj]:
+        """All items, fetched in pages so a large cluster never arrives in one response."""
+        token: str | None = None
+        while True:
+            query: list[tuple[str, Any]] = [("limit", PAGE_SIZE)]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            page = self._call("GET", info(kind).path(namespace), query)
+            for item in page.get("items") or []:
+                item.setdefault("kind", kind)
+                item.setdefault("apiVersion", info(kind).api_version)
+                yield item
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def apply(self, obj: Obj, dry_run: bool = False) -> Obj:
+        """Server-side apply with our field manager; `force` takes over fields we render."""
+        meta = obj["metadata"]
+        query: list[tuple[str, Any]] = [("fieldManager", self.field_manager), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        path = info(obj["kind"]).path(meta.get("namespace"), meta["name"])
+        result: Obj = self._call("PATCH", path, query, obj, "application/apply-patch+yaml")
+        return result
+
+    def delete(self, kind: str, name: str, namespace: str | None = None, propagation: str = "Background") -> bool:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        try:
+            self._call("DELETE", info(kind).path(namespace, name), body=body, content_type="application/json")
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def merge_patch(
+        self, kind: str, name: str, namespace: str | None, patch: Obj, subresource: str | None = None
+    ) -> Obj:
+        path = info(kind).path(namespace, name, subresource)
+        result: Obj = self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
+        return result
+
+    def create(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        result: Obj = self._call(
+            "POST", info(obj["kind"]).path(meta.get("namespace")), body=obj, content_type="application/json"
+        )
+        return result
+
+    def pod_log_tail(self, name: str, namespace: str, lines: int = 20, previous: bool = True) -> str | None:
+        """The tail of a pod's (previous) log, or None where the node serves no logs."""
+        query: list[tuple[str, Any]] = [("tailLines", lines), ("previous", "true" if previous else "false")]
+        try:
+            data = self._request("GET", info("Pod").path(namespace, name, "log"), query, accept="text/plain")
+        except Exception:  # logs are best effort: the kubelet may be gone, or fake
+            return None
+        return data.decode(errors="replace")

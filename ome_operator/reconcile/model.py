@@ -1,0 +1,176 @@
+"""Reconcile one ClusterBaseModel or BaseModel: a download Job per target node, node labels, status.
+
+A node gets `models.ome.io/...=Ready` only after its Job succeeded, i.e. after every file was
+verified in place; engine pods select on that label, so they never start beside a partial copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ome_operator.api import BaseModel, ClusterBaseModel
+from ome_operator.api.model import AnyModel
+from ome_operator.kube.client import Kube
+from ome_operator.kube.resources import MODEL_CHILD_KINDS
+from ome_operator.render import names
+from ome_operator.render.context import Settings
+from ome_operator.render.download import ModelContext, render_model
+from ome_operator.status.model import ModelFactsObserved, NodeDownload, compute_model_status
+
+from .children import apply_children, list_children
+from .isvc import write_status
+from .nodes import apply_node_labels, resolve_target_nodes
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+IN_PLACE_SCHEMES = ("local://", "pvc://")
+
+
+def parse_model(raw: Obj) -> AnyModel:
+    if raw["kind"] == "ClusterBaseModel":
+        return ClusterBaseModel.model_validate(raw)
+    return BaseModel.model_validate(raw)
+
+
+def ready_label(model: AnyModel) -> str:
+    return names.model_ready_label(model.name, None if isinstance(model, ClusterBaseModel) else model.namespace)
+
+
+def job_phase(job: Obj | None) -> tuple[str, str]:
+    """Succeeded / Failed (after the Job's own retries with backoff) / Running / Pending, and why."""
+    if job is None:
+        return "Pending", ""
+    status = job.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return "Succeeded", ""
+        if cond.get("type") == "Failed":
+            return "Failed", f"{cond.get('reason', 'Failed')}: {cond.get('message', '')}".strip(": ")
+    if status.get("active"):
+        return "Running", ""
+    return "Pending", ""
+
+
+def read_termination_summary(pods: list[Obj], job_name: str) -> Obj | None:
+    """The JSON summary the downloader leaves as its container's termination message."""
+    for pod in pods:
+        if (pod["metadata"].get("labels") or {}).get("job-name") != job_name:
+            continue
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
+            if not message:
+                continue
+            try:
+                summary = json.loads(message)
+            except ValueError:
+                continue
+            if isinstance(summary, dict):
+                return summary
+    return None
+
+
+def compute_metadata(summary: Obj) -> Obj:
+    """Map the downloader's summary onto status.metadata (only facts, never credentials)."""
+    found = summary.get("metadata")
+    meta: Obj = found if isinstance(found, dict) else {}
+    mapping = {
+        "commit": summary.get("commit"),
+        "architecture": meta.get("architecture"),
+        "modelType": meta.get("modelType") or meta.get("model_type"),
+        "parameterCount": meta.get("parameterCount") or meta.get("parameter_count"),
+        "parameterSize": meta.get("parameterSize") or meta.get("parameter_size"),
+        "dtype": meta.get("dtype"),
+        "quantization": meta.get("quantization"),
+        "maxTokens": meta.get("maxTokens") or meta.get("max_context"),
+        "transformersVersion": meta.get("transformersVersion") or meta.get("transformers_version"),
+        "sizeBytes": summary.get("bytes"),
+        "files": summary.get("files"),
+    }
+    return {k: v for k, v in mapping.items() if v is not None}
+
+
+def list_referencing_services(kube: Kube, model: AnyModel) -> list[str]:
+    namespace = None if isinstance(model, ClusterBaseModel) else model.namespace
+    result = []
+    for isvc in kube.list("InferenceService", namespace):
+        ref = (isvc.get("spec") or {}).get("model") or {}
+        kind = ref.get("kind")
+        if ref.get("name") == model.name and kind in (None, model.crd.kind):
+            result.append(f"{isvc['metadata']['namespace']}/{isvc['metadata']['name']}")
+    return sorted(result)
+
+
+def reconcile_model(
+    kube: Kube, kind: str, namespace: str | None, name: str, settings: Settings, now: Callable[[], str]
+) -> str | None:
+    raw = kube.get(kind, name, namespace)
+    if raw is None or raw["metadata"].get("deletionTimestamp"):
+        return None
+    model = parse_model(raw)
+    mctx = ModelContext(model, settings)
+    targets, all_nodes = resolve_target_nodes(kube, model)
+    desired = render_model(model, targets, settings)
+    selector = f"{names.LABEL_MODEL}={mctx.labels()[names.LABEL_MODEL]}"
+    existing = list_children(kube, MODEL_CHILD_KINDS, mctx.namespace, selector)
+    result = apply_children(kube, desired, existing, model.metadata.uid or "")
+    if result.applied or result.pruned:
+        log.info("model %s: applied %s pruned %s", name, result.applied, result.pruned)
+    jobs = {
+        (o["metadata"].get("annotations") or {}).get("ome.io/node", ""): o
+        for o in result.live.values()
+        if o["kind"] == "Job"
+    }
+    progress_cm = next((o for o in result.live.values() if o["kind"] == "ConfigMap"), None)
+    progress_data = (progress_cm or {}).get("data") or {}
+    pods = kube.list("Pod", mctx.namespace, selector)
+
+    downloads = []
+    metadata = None
+    for node in targets:
+        job = jobs.get(node)
+        phase, message = job_phase(job)
+        progress = None
+        if node in progress_data:
+            try:
+                progress = json.loads(progress_data[node])
+            except ValueError:
+                progress = None
+        if phase == "Succeeded" and metadata is None and job is not None:
+            summary = read_termination_summary(pods, job["metadata"]["name"])
+            metadata = compute_metadata(summary) if summary else None
+        downloads.append(NodeDownload(node, phase, message, progress))
+
+    label = ready_label(model)
+    wanted: dict[str, str | None] = {
+        n.node: {"Succeeded": "Ready", "Failed": "Failed"}.get(n.phase, "Updating") for n in downloads
+    }
+    for existing_node in all_nodes:
+        node_name = existing_node["metadata"]["name"]
+        if node_name not in wanted and label in (existing_node["metadata"].get("labels") or {}):
+            wanted[node_name] = None  # no longer a target: the copy there is not ours to vouch for
+    apply_node_labels(kube, all_nodes, label, wanted)
+
+    facts = ModelFactsObserved(
+        generation=model.metadata.generation,
+        nodes=downloads,
+        metadata=metadata or ((raw.get("status") or {}).get("metadata")),
+        spec_architecture=model.spec.model_architecture,
+        spec_parameter_size=model.spec.model_parameter_size,
+        in_place=model.spec.storage.storage_uri.startswith(IN_PLACE_SCHEMES),
+        referenced_by=list_referencing_services(kube, model),
+    )
+    status = compute_model_status(facts, raw.get("status"), now())
+    write_status(kube, raw, status)
+    return str(status.get("state"))
+
+
+def cleanup_model(kube: Kube, kind: str, namespace: str | None, name: str) -> None:
+    """On deletion: remove the model's node labels. Jobs and their plumbing go by garbage collection."""
+    label = names.model_ready_label(name, namespace if kind == "BaseModel" else None)
+    nodes = kube.list("Node", label_selector=label)
+    apply_node_labels(kube, nodes, label, {n["metadata"]["name"]: None for n in nodes})

@@ -1,0 +1,54 @@
+"""Conditions shaped like metav1.Condition, and how Ready aggregates them. Pure: the clock is passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Cond:
+    """A condition as computed this pass, before transition times are carried over."""
+
+    type: str
+    status: bool | None  # None: Unknown
+    reason: str
+    message: str = ""
+
+    @property
+    def status_text(self) -> str:
+        return "Unknown" if self.status is None else ("True" if self.status else "False")
+
+
+def merge_conditions(previous: list[Obj] | None, current: list[Cond], now: str, generation: int | None) -> list[Obj]:
+    """The new conditions list: lastTransitionTime kept when a condition's status did not change."""
+    before = {c.get("type"): c for c in previous or []}
+    result = []
+    for cond in current:
+        old = before.get(cond.type)
+        since = old.get("lastTransitionTime") if old and old.get("status") == cond.status_text else None
+        entry: Obj = {
+            "type": cond.type,
+            "status": cond.status_text,
+            "reason": cond.reason,
+            "message": cond.message,
+            "lastTransitionTime": since or now,
+        }
+        if generation is not None:
+            entry["observedGeneration"] = generation
+        result.append(entry)
+    return result
+
+
+def compute_ready(parts: list[Cond], ready_message: str) -> Cond:
+    """Ready is True only when every part is True; otherwise it carries the first part that is not."""
+    for part in parts:
+        if part.status is not True:
+            return Cond("Ready", False if part.status is False else None, part.reason, f"{part.type}: {part.message}")
+    return Cond("Ready", True, "Ready", ready_message)
+
+
+def find(conditions: list[Obj] | None, type_: str) -> Obj | None:
+    return next((c for c in conditions or [] if c.get("type") == type_), None)
