@@ -584,3 +584,18 @@ def check_container(
     SGLang server or router; return [] for any other container."""
     argv = [str(a) for a in (container.get("command") or [])] + [str(a) for a in (container.get("args") or [])]
     return check_command(argv, container_env(container, env), abbreviations=abbreviations)
+
+
+def check_pod(
+    pod_spec: Mapping[str, Any], env: Mapping[str, str] | None = None, *, abbreviations: bool = True
+) -> list[str]:
+    """Check every container (and init container) of a pod spec, e.g. a rendered workload's
+    ``spec.template.spec``; each message is prefixed with ``container <name>: ``."""
+    problems: list[str] = []
+    for key in ("initContainers", "containers"):
+        for container in pod_spec.get(key) or []:
+            name = container.get("name", "?")
+            problems.extend(
+                f"container {name}: {p}" for p in check_container(container, env, abbreviations=abbreviations)
+            )
+    return problems
