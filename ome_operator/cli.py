@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_arguments(download)
     # --- end download ---
 
+    from ome_operator.handlers import run as operator_run
+
+    run = sub.add_parser("run", help="run the operator against the cluster of KUBECONFIG or in-cluster")
+    operator_run.add_arguments(run)
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -125,7 +130,9 @@ def run_plan(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands: dict[str, Any] = {"render": run_render, "plan": run_plan}
+    from ome_operator.handlers import run as operator_run
+
+    commands: dict[str, Any] = {"render": run_render, "plan": run_plan, "run": operator_run.run}
     if args.command == "download":  # issue 5
         from ome_operator.downloader.main import run as run_download
 

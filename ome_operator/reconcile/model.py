@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ome_operator.api import BaseModel, ClusterBaseModel
@@ -25,6 +26,14 @@ from .isvc import write_status
 from .nodes import apply_node_labels, resolve_target_nodes
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelOutcome:
+    state: str
+    phases: dict[str, int]
+
+
 Obj = dict[str, Any]
 IN_PLACE_SCHEMES = ("local://", "pvc://")
 
@@ -107,7 +116,7 @@ def list_referencing_services(kube: Kube, model: AnyModel) -> list[str]:
 
 def reconcile_model(
     kube: Kube, kind: str, namespace: str | None, name: str, settings: Settings, now: Callable[[], str]
-) -> str | None:
+) -> ModelOutcome | None:
     raw = kube.get(kind, name, namespace)
     if raw is None or raw["metadata"].get("deletionTimestamp"):
         return None
@@ -166,7 +175,10 @@ def reconcile_model(
     )
     status = compute_model_status(facts, raw.get("status"), now())
     write_status(kube, raw, status)
-    return str(status.get("state"))
+    phases: dict[str, int] = {}
+    for download in downloads:
+        phases[download.phase] = phases.get(download.phase, 0) + 1
+    return ModelOutcome(str(status.get("state")), phases)
 
 
 def cleanup_model(kube: Kube, kind: str, namespace: str | None, name: str) -> None:

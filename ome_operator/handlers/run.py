@@ -1,0 +1,200 @@
+"""`ome-operator run`: start the operator (kopf underneath), its probes and its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import kopf
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ome_operator.kube.client import Kube, load_api_client
+from ome_operator.render.context import Settings
+
+from .wiring import Operator, build_registry
+
+log = logging.getLogger("ome_operator")
+
+ENV_HELP = """environment variables (each flag's default comes from its variable):
+  KUBECONFIG              kubeconfig file; without it the in-cluster ServiceAccount is used
+  OME_NAMESPACES          comma-separated namespaces to watch (default: all)
+  OME_OPERATOR_NAMESPACE  namespace of cluster-model download Jobs (default: ome)
+  OME_IMAGE               image that runs the download Jobs (the operator's own image)
+  OME_HF_ENDPOINT         hub endpoint passed to download Jobs as HF_ENDPOINT
+  OME_PEERING             kopf peering name; two replicas with the same name elect one active
+  OME_HEALTH_LISTEN       HOST:PORT serving /healthz, /readyz and /metrics
+  OME_RESYNC_SECONDS      periodic re-check of every object
+  OME_WORKERS             concurrent reconcile passes
+  OME_LOG_FORMAT          text or json
+  OME_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR
+"""
+
+# Anything shaped like a credential is masked before a log line is written.
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"hf_[A-Za-z0-9]{8,}"),
+    re.compile(r"(?i)((?:token|password|secret)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, json_lines: bool) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.json_lines = json_lines
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not self.json_lines:
+            return redact(super().format(record))
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for extra in ("isvc", "model", "object"):
+            if hasattr(record, extra):
+                entry[extra] = getattr(record, extra)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = ENV_HELP
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig file (default: in-cluster)")
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[n for n in env("OME_NAMESPACES", "").split(",") if n],
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    parser.add_argument(
+        "--operator-namespace",
+        default=env("OME_OPERATOR_NAMESPACE", "ome"),
+        help="namespace of cluster-model download Jobs",
+    )
+    parser.add_argument("--image", default=env("OME_IMAGE", Settings.image), help="image of the download Jobs")
+    parser.add_argument("--hf-endpoint", default=env("OME_HF_ENDPOINT"), help="hub endpoint for download Jobs")
+    parser.add_argument("--peering", default=env("OME_PEERING"), help="kopf peering name for HA (default: standalone)")
+    parser.add_argument(
+        "--health-listen",
+        default=env("OME_HEALTH_LISTEN", "127.0.0.1:8081"),
+        help="HOST:PORT for /healthz, /readyz, /metrics",
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(env("OME_RESYNC_SECONDS", "60")),
+        help="periodic re-check interval",
+    )
+    parser.add_argument("--workers", type=int, default=int(env("OME_WORKERS", "4")), help="concurrent reconcile passes")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default=env("OME_LOG_FORMAT", "text"), help="log line format"
+    )
+    parser.add_argument("--log-level", default=env("OME_LOG_LEVEL", "INFO"), help="log level")
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(json_lines=fmt == "json"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+
+
+def serve_health(listen: str, ready: threading.Event, alive: threading.Event) -> ThreadingHTTPServer:
+    host, _, port = listen.rpartition(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                body, code, ctype = generate_latest(), 200, CONTENT_TYPE_LATEST
+            elif self.path in ("/healthz", "/livez"):
+                code = 200 if alive.is_set() else 503
+                body, ctype = (b"ok" if code == 200 else b"stopped"), "text/plain"
+            elif self.path == "/readyz":
+                code = 200 if ready.is_set() else 503
+                body, ctype = (b"ready" if code == 200 else b"starting"), "text/plain"
+            else:
+                body, code, ctype = b"not found", 404, "text/plain"
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_format, args.log_level)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
+    settings = Settings(operator_namespace=args.operator_namespace, image=args.image, hf_endpoint=args.hf_endpoint)
+    kube = Kube(load_api_client(args.kubeconfig))
+    op = Operator(kube, settings, resync_seconds=args.resync_seconds, workers=args.workers)
+    registry = build_registry(op)
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        if args.kubeconfig:
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_service_account(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.watching.chunk_size = 500  # paginated initial lists
+        settings.watching.server_timeout = 300
+        settings.posting.level = logging.WARNING
+        settings.peering.name = args.peering or "ome-operator"
+        settings.peering.standalone = not args.peering
+        settings.peering.clusterwide = not args.namespace
+
+    ready, alive = threading.Event(), threading.Event()
+    alive.set()
+    server = serve_health(args.health_listen, ready, alive)
+    op.queue.start()
+    log.info("ome-operator starting: namespaces=%s peering=%s", args.namespace or "all", args.peering or "standalone")
+    ready_flag = threading.Event()
+
+    def mark_ready() -> None:
+        ready_flag.wait()
+        ready.set()
+
+    threading.Thread(target=mark_ready, name="readiness", daemon=True).start()
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                standalone=not args.peering,
+                peering_name=args.peering,
+                ready_flag=ready_flag,
+            )
+        )
+    finally:
+        alive.clear()
+        op.queue.stop()
+        server.shutdown()
+    return 0
