@@ -28,6 +28,10 @@ SAFE_WEIGHT_SUFFIXES = (".safetensors",)
 class ListingError(RuntimeError):
     """The repository cannot be listed or is unusable as a model; the message says why."""
 
+    def __init__(self, message: str, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent  # False: the hub kept failing (throttled, down); a later run may work
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -128,7 +132,9 @@ def call_hub(what: str, call: Callable[[], T], max_retries: int, sleep: Callable
                 raise ListingError(f"{what}: {describe_hub_error(exc)}") from None
             attempt += 1
             if attempt > max_retries:
-                raise ListingError(f"{what}: gave up after {max_retries} retries: {transient}") from None
+                raise ListingError(
+                    f"{what}: gave up after {max_retries} retries: {transient}", permanent=False
+                ) from None
             delay = backoff_delay(attempt, transient.retry_after)
             LOG.warning("%s: %s; retry %d/%d in %.1fs", what, transient, attempt, max_retries, delay)
             sleep(delay)
@@ -142,7 +148,9 @@ def classify_hub_error(exc: BaseException) -> TransientError | None:
     if isinstance(status, int):
         if status == 429 or status >= 500 or status == 408:
             headers = getattr(response, "headers", {}) or {}
-            return TransientError(f"HTTP {status}", parse_retry_after(headers.get("retry-after")))
+            said = getattr(exc, "server_message", None)
+            reason = f"HTTP {status}: {str(said)[:200]}" if said else f"HTTP {status}"
+            return TransientError(reason, parse_retry_after(headers.get("retry-after")))
         return None
     if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
         return TransientError(type(exc).__name__)

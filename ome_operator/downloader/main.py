@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = {**base, **_deliver(args, token, progress)}
     except (StorageUriError, ListingError, ModelFormatError, DeliveryError) as exc:
-        permanent = not isinstance(exc, DeliveryError) or exc.permanent
+        permanent = getattr(exc, "permanent", True)
         return _fail(exc, permanent, base, progress, reporter, publisher, termination, redactor, started)
     except Exception as exc:
         LOG.error("unexpected error:\n%s", "".join(traceback.format_exception(exc)))

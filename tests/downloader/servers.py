@@ -31,7 +31,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 @dataclass
 class Faults:
     rate_limit: dict[str, tuple[int, str]] = field(default_factory=dict)  # path -> (times, Retry-After)
-    stall_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before going silent
+    stall_after: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (bytes sent first, times)
     ignore_range: bool = False
     api_error_echo_auth: bool = False  # the revision API answers 500 quoting the Authorization header
 
@@ -80,11 +80,9 @@ class HubFront:
         with self._lock:
             return sum(self.bytes_sent.values())
 
-    def _record(self, req: Request, path: str | None = None, sent: int = 0) -> None:
+    def _record(self, req: Request) -> None:
         with self._lock:
             self.requests.append(req)
-            if path is not None:
-                self.bytes_sent[path] = self.bytes_sent.get(path, 0) + sent
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         front = self
@@ -145,9 +143,15 @@ class HubFront:
         for k, v in headers.items():
             h.send_header(k, v)
         h.end_headers()
+        self._record(Request(h.command, h.path, rng, status, now, auth))  # before the body: it may stall
         sent = 0
         if not head:
-            stall_at = self.faults.stall_after.get(rel)
+            with self._lock:
+                stall_at, stall_times = self.faults.stall_after.get(rel, (None, 0))
+                if stall_times:
+                    self.faults.stall_after[rel] = (stall_at, stall_times - 1)  # type: ignore[assignment]
+                else:
+                    stall_at = None
             with f.content_path.open("rb") as src:
                 src.seek(start)
                 try:
@@ -164,7 +168,8 @@ class HubFront:
                         sent += len(chunk)
                 except (BrokenPipeError, ConnectionResetError):
                     h.close_connection = True
-        self._record(Request(h.command, h.path, rng, status, now, auth), rel, sent)
+        with self._lock:
+            self.bytes_sent[rel] = self.bytes_sent.get(rel, 0) + sent
 
     def _proxy(self, h: BaseHTTPRequestHandler) -> None:
         auth = h.headers.get("authorization")

@@ -1,0 +1,175 @@
+"""Resume, throttling and stalls.
+
+olah ignores HTTP Range (it always answers 200 with the whole file), so these tests download
+through `HubFront` (tests/downloader/servers.py): the hub API is still olah's, but file bodies
+come from a small Range-capable server over the same fixture files, which can also answer 429,
+go silent mid-body, or ignore Range on purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from devtools.fixtures import FixtureRepo, Tensor
+from tests.downloader.conftest import REPO_ROOT, run_download
+from tests.downloader.servers import HubFront
+
+pytestmark = pytest.mark.hub
+
+SHARD = "model-00001-of-00003.safetensors"
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_mid_file_then_rerun_resumes_from_the_partial(
+    front: HubFront, make_repo: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run is SIGKILLed while a 24 MiB shard is half-way; the second run re-hashes the
+    partial prefix and asks only for the rest (Range), so it transfers less than the total."""
+    repo: FixtureRepo = make_repo(  # type: ignore[operator]
+        shards=[[Tensor("big", "BF16", (12 << 20,))], [Tensor("small", "BF16", (1024,))]]
+    )
+    front.repos[repo.repo_id] = repo
+    big = "model-00001-of-00002.safetensors"
+    front.faults.stall_after[big] = (14 << 20, 1)  # 14 MiB, then silence until the test kills the client
+    dest = tmp_path / "model"
+    partial = dest / ".ome-download" / "partial" / big
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "KUBECONFIG")}
+    env.update(HF_ENDPOINT=front.endpoint, HF_HUB_DISABLE_TELEMETRY="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ome_operator.cli", "download", f"hf://{repo.repo_id}", "--dest", str(dest)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The writer buffers 4 MiB, so at least 8 MiB of the 14 sent are on disk by now.
+        wait_for(lambda: partial.exists() and partial.stat().st_size >= 8 << 20, 30, "a partial file")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    kept = partial.stat().st_size
+    size = repo.files[big].size
+    assert 0 < kept < size
+    assert not (dest / big).exists()
+    sent_before = front.bytes_sent.get(big, 0)
+
+    out = run_download(monkeypatch, tmp_path, front.endpoint, f"hf://{repo.repo_id}", "--dest", str(dest))
+    assert out.code == 0, out.log
+    second = front.bytes_sent[big] - sent_before
+    assert second == size - kept
+    resumed = [r for r in front.resolve_requests(big) if r.range]
+    assert resumed and resumed[-1].range == f"bytes={kept}-" and resumed[-1].status == 206
+    assert out.termination is not None
+    assert out.termination["bytesTransferred"] < out.termination["bytes"]
+    assert out.termination["bytesHashed"] == kept  # the prefix was re-hashed, nothing else
+    assert hashlib.sha256((dest / big).read_bytes()).hexdigest() == repo.files[big].sha256
+
+
+def test_a_corrupt_partial_is_caught_by_the_final_hash_and_fetched_again(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "model"
+    partial = dest / ".ome-download" / "partial" / SHARD
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"\x00" * 4096)  # not the file's first 4 KiB
+    out = run_download(
+        monkeypatch, tmp_path, front.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(dest), "--max-retries", "2"
+    )
+    assert out.code == 0, out.log
+    assert "sha256 mismatch" in out.log
+    assert hashlib.sha256((dest / SHARD).read_bytes()).hexdigest() == tiny_repo.files[SHARD].sha256
+
+
+def test_a_server_that_ignores_range_is_read_from_the_start(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front.faults.ignore_range = True
+    dest = tmp_path / "model"
+    partial = dest / ".ome-download" / "partial" / SHARD
+    partial.parent.mkdir(parents=True)
+    good = tiny_repo.files[SHARD].content_path.read_bytes()
+    partial.write_bytes(good[: len(good) // 2])
+    out = run_download(monkeypatch, tmp_path, front.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(dest))
+    assert out.code == 0, out.log
+    assert "ignored Range" in out.log
+    assert (dest / SHARD).read_bytes() == good
+
+
+def test_429_with_retry_after_is_obeyed(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front.faults.rate_limit["config.json"] = (2, "1")
+    out = run_download(
+        monkeypatch, tmp_path, front.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(tmp_path / "m")
+    )
+    assert out.code == 0, out.log
+    tries = front.resolve_requests("config.json")
+    assert [r.status for r in tries] == [429, 429, 200]
+    gaps = [b.at - a.at for a, b in zip(tries, tries[1:], strict=False)]
+    assert all(gap >= 1.0 for gap in gaps), gaps
+    assert all(gap < 1.0 * 1.1 + 0.5 for gap in gaps), gaps  # waited what was asked, not a long backoff
+    assert "retry after 1s" in out.log
+
+
+def test_a_stalled_transfer_times_out_in_seconds_and_fails_naming_the_file(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front.faults.stall_after[SHARD] = (1000, 100)
+    started = time.monotonic()
+    out = run_download(
+        monkeypatch,
+        tmp_path,
+        front.endpoint,
+        f"hf://{tiny_repo.repo_id}",
+        "--dest",
+        str(tmp_path / "m"),
+        "--stall-timeout",
+        "0.5",
+        "--max-retries",
+        "1",
+    )
+    elapsed = time.monotonic() - started
+    assert out.code == 1, out.log
+    assert elapsed < 10
+    assert "stalled: no data for 0.5s" in out.log
+    assert out.termination is not None and out.termination["file"] == SHARD
+    assert not (tmp_path / "m" / SHARD).exists()
+
+
+def test_a_stall_that_clears_resumes_where_it_stopped(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front.faults.stall_after[SHARD] = (300_000, 1)
+    out = run_download(
+        monkeypatch,
+        tmp_path,
+        front.endpoint,
+        f"hf://{tiny_repo.repo_id}",
+        "--dest",
+        str(tmp_path / "m"),
+        "--stall-timeout",
+        "0.5",
+    )
+    assert out.code == 0, out.log
+    tries = front.resolve_requests(SHARD)
+    assert [r.range for r in tries] == [None, "bytes=300000-"]
+    # Only finished responses are counted (the stalled one is still parked): the resumed one sent the rest.
+    assert front.bytes_sent[SHARD] == tiny_repo.files[SHARD].size - 300_000
+    assert hashlib.sha256((tmp_path / "m" / SHARD).read_bytes()).hexdigest() == tiny_repo.files[SHARD].sha256
