@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,14 @@ def test_each_crd_is_within_the_size_budget(plural: str) -> None:
     for directory in (CRD_DIR, TEMPLATE_DIR):
         size = (REPO / directory / f"{plural}.ome.io.yaml").stat().st_size
         assert size <= MAX_CRD_BYTES, f"{directory}/{plural}: {size} bytes > {MAX_CRD_BYTES}"
+
+
+def test_each_crd_fits_kubectl_client_side_apply() -> None:
+    # `kubectl apply` without --server-side copies the object into the last-applied-configuration
+    # annotation, and all annotations of an object together are capped at 256 KiB.
+    for kind, crd in committed_crds().items():
+        size = len(json.dumps(crd, separators=(",", ":")))
+        assert size < 256 * 1024, f"{kind}: {size} bytes of JSON"
 
 
 def test_helm_chart_keeps_crds_on_uninstall() -> None:
