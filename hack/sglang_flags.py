@@ -537,8 +537,13 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="exit 1 if the committed tables differ")
     ap.add_argument("--parse", action="store_true", help="run the real parsers on JSON requests from stdin")
+    ap.add_argument("--ensure-venv", action="store_true", help="only build the throwaway venv if it is missing")
     ap.add_argument("--inside", choices=["dump", "parse"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+
+    if args.ensure_venv:
+        print(ensure_venv())
+        return 0
 
     if args.inside == "dump":
         json.dump(inside_dump(), sys.stdout)
