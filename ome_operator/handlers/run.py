@@ -116,6 +116,8 @@ def setup_logging(fmt: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+    # kopf logs every handler call at INFO; ours only enqueue, so that is noise.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, root.level))
 
 
 def serve_health(listen: str, ready: threading.Event, alive: threading.Event) -> ThreadingHTTPServer:

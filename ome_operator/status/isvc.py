@@ -52,8 +52,9 @@ def compute_component_condition(name: str, obs: ComponentObservation | None) -> 
     if obs.failure_message:
         return Cond(type_, False, "GroupRestarting", obs.failure_message)
     if obs.groups and obs.groups_ready >= obs.groups:
-        unit = "groups" if obs.pods != obs.groups else "pods"
-        return Cond(type_, True, "Ready", f"{obs.groups_ready}/{obs.groups} {unit} ready ({obs.pods_ready} pods)")
+        if obs.pods == obs.groups:
+            return Cond(type_, True, "Ready", f"{obs.pods_ready}/{obs.pods} pods ready")
+        return Cond(type_, True, "Ready", f"{obs.groups_ready}/{obs.groups} groups ready ({obs.pods_ready} pods)")
     if obs.pending_message:
         return Cond(
             type_,
