@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +30,7 @@ ENV_HELP = """environment variables (each flag's default comes from its variable
   OME_IMAGE               image that runs the download Jobs (the operator's own image)
   OME_HF_ENDPOINT         hub endpoint passed to download Jobs as HF_ENDPOINT
   OME_PEERING             kopf peering name; two replicas with the same name elect one active
+  OME_PEERING_PRIORITY    this replica's peering priority (default: random)
   OME_HEALTH_LISTEN       HOST:PORT serving /healthz, /readyz and /metrics
   OME_RESYNC_SECONDS      periodic re-check of every object
   OME_WORKERS             concurrent reconcile passes
@@ -91,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", default=env("OME_IMAGE", Settings.image), help="image of the download Jobs")
     parser.add_argument("--hf-endpoint", default=env("OME_HF_ENDPOINT"), help="hub endpoint for download Jobs")
     parser.add_argument("--peering", default=env("OME_PEERING"), help="kopf peering name for HA (default: standalone)")
+    parser.add_argument(
+        "--peering-priority",
+        type=int,
+        default=int(env("OME_PEERING_PRIORITY", "0")) or random.randint(1, 2**30),
+        help="priority among peers; the highest acts, the others stand by (default: random, so that "
+        "replicas with the same settings never tie, which would pause all of them)",
+    )
     parser.add_argument(
         "--health-listen",
         default=env("OME_HEALTH_LISTEN", "127.0.0.1:8081"),
@@ -170,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         settings.posting.level = logging.WARNING
         settings.peering.name = args.peering or "ome-operator"
         settings.peering.standalone = not args.peering
+        settings.peering.priority = args.peering_priority
         settings.peering.clusterwide = not args.namespace
 
     ready, alive = threading.Event(), threading.Event()
@@ -192,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
                 namespaces=args.namespace,
                 standalone=not args.peering,
                 peering_name=args.peering,
+                priority=args.peering_priority,
                 ready_flag=ready_flag,
             )
         )
