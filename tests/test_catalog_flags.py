@@ -24,6 +24,7 @@ import yaml
 
 from ome_operator.render.engine_args import (
     check_command_problems,
+    check_pod,
     check_router_command,
     find_command,
     load_table,
@@ -271,3 +272,49 @@ def test_tables_name_the_versions_they_came_from() -> None:
     router = load_table("router")
     installed = importlib.metadata.version("sglang-router")
     assert router.version == "0.3.2", f"router table from {router.version}; dev environment has {installed}"
+
+
+# --- rendered manifests: what the pods would actually run ---------------------------------------
+
+
+def rendered_pods(root: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(Kind/namespace/name, pod spec) of every workload `ome-operator render` produces for root."""
+    from ome_operator.api.load import load_paths
+    from ome_operator.render.bundle import render_bundle
+    from ome_operator.render.context import Settings
+
+    loaded = load_paths([root])
+    assert [str(p) for p in loaded.problems] == []
+    bundle = render_bundle(loaded.objects, Settings(), ["node-0"])
+    assert [str(p) for p in bundle.problems] == []
+    pods = []
+    for obj in bundle.objects:
+        template = ((obj.get("spec") or {}).get("template") or {}).get("spec")
+        if template:
+            meta = obj["metadata"]
+            pods.append((f"{obj['kind']}/{meta.get('namespace')}/{meta['name']}", template))
+    return pods
+
+
+# Kubernetes fills these in from the pod's labels at run time (a worker's rank).
+RUNTIME_ENV = {"LWS_WORKER_INDEX": "1"}
+
+
+def test_rendered_catalog_pods_pass() -> None:
+    checked = 0
+    for where, pod in rendered_pods(CONFIG):
+        for container in pod.get("containers") or []:
+            argv = [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+            if find_command(argv) is not None:
+                checked += 1
+        assert check_pod(pod, RUNTIME_ENV, abbreviations=False) == [], where
+    # Kimi 2 + 2 StatefulSets, DeepSeek 2 + 2, Qwen 1, Llama 70B 1, Llama 1B 2, and 5 routers
+    assert checked >= 17
+
+
+def test_rendered_reference_pods_are_caught() -> None:
+    if not REFERENCE.is_dir():
+        pytest.skip(f"OME reference files not found at {REFERENCE}")
+    problems = [p for where, pod in rendered_pods(REFERENCE) for p in check_pod(pod, RUNTIME_ENV)]
+    assert any("--enable-deepep-moe: unknown flag" in p for p in problems)
+    assert any("--cuda-graph-bs: ambiguous" in p for p in problems)
