@@ -50,9 +50,10 @@ What is NOT the real thing, exactly:
   (``sglang.srt.server_args`` and all it imports) is sglang's own code, unmodified.
 * The router parser needs no stub (it is argparse plus the router's Rust extension).
 
-Other modes: ``--parse`` reads ``[{"parser": "sglang"|"router", "argv": [...]}, ...]`` as JSON on
-stdin and prints the real parsers' verdicts (used by tests/test_catalog_flags.py when the venv is
-already built).
+Other modes: ``--check`` regenerates in memory and exits 1 if the committed tables differ;
+``--parse`` reads ``[{"parser": "sglang"|"router", "argv": [...]}, ...]`` as JSON on stdin and
+prints the real parsers' verdicts; ``--ensure-venv`` only builds the venv. tests/test_catalog_flags.py
+uses all three (the venv is built on first use and cached; about 30 s and ~100 MB of downloads).
 """
 
 from __future__ import annotations
