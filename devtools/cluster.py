@@ -120,7 +120,8 @@ class _State:
     name: str
     nodes: int
     bin_dir: str
-    owner_pid: int
+    # The process that started the cluster; a test session's cluster is an orphan once it is gone.
+    owner: Proc
     ports: dict[str, int] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
     ready: bool = False
@@ -130,7 +131,7 @@ class _State:
             "name": self.name,
             "nodes": self.nodes,
             "bin_dir": self.bin_dir,
-            "owner_pid": self.owner_pid,
+            "owner": self.owner.__dict__,
             "ports": self.ports,
             "procs": [p.__dict__ for p in self.procs],
             "ready": self.ready,
@@ -142,7 +143,7 @@ class _State:
             name=data["name"],
             nodes=data["nodes"],
             bin_dir=data["bin_dir"],
-            owner_pid=data["owner_pid"],
+            owner=Proc(**data["owner"]),
             ports=data["ports"],
             procs=[Proc(**p) for p in data["procs"]],
             ready=data.get("ready", False),
@@ -160,7 +161,9 @@ def _set_pdeathsig() -> None:
     import ctypes
 
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    # SIGKILL, not SIGTERM: an apiserver whose etcd got the same signal shuts down for ~10 s; the
+    # cluster is disposable anyway.
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class LocalCluster:
@@ -268,11 +271,21 @@ class LocalCluster:
         with self._lock():
             self._stop_locked()
 
+    def stop_if_orphaned(self) -> None:
+        # Under the lock: a cluster another session is starting right now has no state yet but
+        # holds the lock until its state names a live owner.
+        with self._lock():
+            state = self._read_state()
+            if state is None or not state.owner.alive():
+                log(f"removing orphaned cluster {self.name!r}")
+                self._stop_locked()
+
     def _start_locked(self, bin_dir: Path) -> None:
         t0 = time.monotonic()
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         ports = {k: free_port() for k in components.PORTS}
-        state = _State(name=self.name, nodes=self.nodes, bin_dir=str(bin_dir), owner_pid=os.getpid(), ports=ports)
+        me = Proc("owner", os.getpid(), _proc_start_ticks(os.getpid()) or -1)
+        state = _State(name=self.name, nodes=self.nodes, bin_dir=str(bin_dir), owner=me, ports=ports)
         self._write_state(state)
         certs = pki.generate(self.dir / "pki", components.SERVICE_IP)
         components.write_configs(self.dir, self.name, certs, bin_dir, ports["kube-apiserver"])
@@ -464,13 +477,8 @@ def reap_orphans(prefix: str) -> None:
     if not CLUSTERS_DIR.is_dir():
         return
     for d in CLUSTERS_DIR.iterdir():
-        if not (d.is_dir() and d.name.startswith(prefix)):
-            continue
-        cluster = LocalCluster(d.name, state_dir=d)
-        state = cluster._read_state()
-        if state is None or _proc_start_ticks(state.owner_pid) is None:
-            log(f"removing orphaned cluster {d.name!r}")
-            cluster.stop()
+        if d.is_dir() and d.name.startswith(prefix):
+            LocalCluster(d.name, state_dir=d).stop_if_orphaned()
 
 
 def _main(argv: list[str] | None = None) -> int:
