@@ -21,7 +21,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from devtools.fixtures import FixtureRepo, build_repo
 from devtools.hub import Hub
-from tests.downloader.servers import FakeKubeApi, HubFront
+from devtools.hub_front import HubFront
+from tests.downloader.servers import FakeKubeApi
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

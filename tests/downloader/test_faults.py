@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from devtools.fixtures import FixtureRepo, Tensor
+from devtools.hub_front import HubFront
 from tests.downloader.conftest import REPO_ROOT, run_download
-from tests.downloader.servers import HubFront
 
 pytestmark = pytest.mark.hub
 

@@ -11,9 +11,9 @@ import pytest
 
 from devtools.fixtures import FixtureRepo, git_blob_sha1, tiny_shards
 from devtools.hub import Hub
+from devtools.hub_front import HubFront
 from ome_operator.downloader import manifest as manifest_mod
 from tests.downloader.conftest import run_download
-from tests.downloader.servers import HubFront
 
 pytestmark = pytest.mark.hub
 

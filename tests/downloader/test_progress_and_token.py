@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from devtools.fixtures import FixtureRepo
+from devtools.hub_front import HubFront
 from ome_operator.downloader.kubeapi import in_cluster_target
 from tests.downloader.conftest import run_download, run_download_process
-from tests.downloader.servers import FakeKubeApi, HubFront
+from tests.downloader.servers import FakeKubeApi
 
 pytestmark = pytest.mark.hub
 

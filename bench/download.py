@@ -1,0 +1,141 @@
+"""Download benchmark: `ome-operator download` (verifying every file) against huggingface_hub.
+
+    python -m bench.download [--size-gib 1] [--shards 8] [--workers 8] [--keep]
+
+Generates a repository of --size-gib GiB in --shards safetensors shards, serves it from the local
+hub (olah, offline, 127.0.0.1), and times, each into an empty directory and in a fresh process:
+  (a) `ome-operator download hf://<repo>@<commit>` (sha256 of every LFS file while writing it),
+  (b) huggingface_hub's own `hf download <repo> --revision <commit> --local-dir ...`,
+then prints the ratio (a)/(b) and single-core hashlib sha256 throughput as the physical
+reference for the verification cost. The same pair is then timed again with the files served by
+the Range-capable loopback front (devtools/hub_front.py; the hub API is still olah's), which
+takes olah's slow file streaming out of the measurement. Everything lives in a temporary directory that is removed
+at the end (unless --keep), so the disk needs about 3x --size-gib free while it runs.
+
+olah reads each LFS object whole and streams it in 4 KiB pieces, so with it the server is usually
+the bottleneck and both clients see the same ceiling. On a small machine the servers share the
+CPU with the clients: the numbers compare the two clients, not what a real hub or CDN delivers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from devtools.fixtures import FixtureRepo, Tensor, build_repo
+from devtools.hub import Hub
+from devtools.hub_front import HubFront
+
+REPO_ID = "bench/model"
+
+
+def make_repo(mirrors: Path, size_gib: float, shards: int) -> FixtureRepo:
+    per_shard = int(size_gib * (1 << 30)) // shards
+    tensors = [[Tensor(f"layer.{i}.weight", "BF16", (per_shard // 2,))] for i in range(shards)]
+    return build_repo(mirrors, REPO_ID, shards=tensors, large=True)
+
+
+def compare(root: Path, label: str, endpoint: str, commit: str, workers: int, bin_dir: Path) -> tuple[float, ...]:
+    """Time both clients into fresh directories; return (a, b, bytes of a, bytes of b)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")},
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(root / "hf-home"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+    tag = "".join(c for c in label if c.isalnum())
+    ours, theirs = root / f"ours-{tag}", root / f"theirs-{tag}"
+    a = timed(
+        [str(bin_dir / "ome-operator"), "download", f"hf://{REPO_ID}@{commit}", "--dest", str(ours),
+         "--workers", str(workers), "--termination-log", str(root / "termination.json")],
+        env,
+    )  # fmt: skip
+    b = timed(
+        [str(bin_dir / "hf"), "download", REPO_ID, "--revision", commit, "--local-dir", str(theirs),
+         "--max-workers", str(workers)],
+        env,
+    )  # fmt: skip
+    got_a, got_b = tree_bytes(ours), tree_bytes(theirs)
+    shutil.rmtree(ours)
+    shutil.rmtree(theirs)
+    return a, b, got_a, got_b
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"benchmark command failed ({proc.returncode}): {' '.join(cmd)}")
+    return elapsed
+
+
+def tree_bytes(root: Path) -> int:
+    return sum(
+        p.stat().st_size for p in root.rglob("*") if p.is_file() and not {".cache", ".ome-download"} & set(p.parts)
+    )
+
+
+def sha256_throughput(seconds: float = 2.0) -> float:
+    block = os.urandom(1 << 20) * 64  # 64 MiB, updated in 1 MiB slices like the downloader's reads
+    view = memoryview(block)
+    h = hashlib.sha256()
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for off in range(0, len(block), 1 << 20):
+            h.update(view[off : off + (1 << 20)])
+        done += len(block)
+    return done / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.download")
+    parser.add_argument("--size-gib", type=float, default=1.0)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=8, help="parallel files for both clients")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+
+    bin_dir = Path(sys.executable).parent
+    root = Path(tempfile.mkdtemp(prefix="ome-bench-download-"))
+    try:
+        hub = Hub(root / "hub")
+        t0 = time.perf_counter()
+        repo = make_repo(hub.mirrors, args.size_gib, args.shards)
+        commit, total = repo.commit, repo.total_bytes
+        print(f"repository: {REPO_ID}@{commit[:12]}, {args.shards} shards, {total / (1 << 30):.2f} GiB "
+              f"(generated in {time.perf_counter() - t0:.1f}s)")  # fmt: skip
+        mib = 1 << 20
+        with hub:
+            front = HubFront(hub.endpoint, [repo]).start()
+            try:
+                for label, endpoint in (("local hub (olah)", hub.endpoint), ("Range-capable front", front.endpoint)):
+                    a, b, got_a, got_b = compare(root, label, endpoint, commit, args.workers, bin_dir)
+                    print(f"[{label}]")
+                    print(f"  (a) ome-operator download, verified: {a:7.2f} s  {got_a / a / mib:8.1f} MiB/s")
+                    print(f"  (b) hf download:                     {b:7.2f} s  {got_b / b / mib:8.1f} MiB/s")
+                    print(f"  ratio (a)/(b): {a / b:.3f}  (target <= 1.1)")
+            finally:
+                front.stop()
+        sha = sha256_throughput()
+        print(f"sha256, one core (hashlib, 1 MiB updates): {sha / mib:.0f} MiB/s "
+              f"-> verifying {total / (1 << 30):.2f} GiB costs {total / sha:.2f} s of one core")  # fmt: skip
+        return 0
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
