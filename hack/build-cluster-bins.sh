@@ -40,26 +40,32 @@ if ! flock -n 9; then
   flock 9
 fi
 
-timed() {  # timed NAME CMD...: run, report wall time and peak RSS of the step
+STEP_ERR=$CACHE/work/last-step.stderr
+mkdir -p "$CACHE/work"
+timed() {  # timed NAME CMD...: run, report wall time and peak RSS of the step, keep its stderr
   local name=$1; shift
-  local start=$SECONDS
-  if command -v /usr/bin/time >/dev/null; then
-    /usr/bin/time -f "[build-cluster-bins] $name: %e s wall, %M KiB peak RSS" "$@"
-  else
-    "$@"
-    log "$name: $((SECONDS - start)) s wall"
-  fi
+  local start=$SECONDS rc
+  local -a wrap=()
+  command -v /usr/bin/time >/dev/null && wrap=(/usr/bin/time -f "[build-cluster-bins] $name: %e s wall, %M KiB peak RSS")
+  # stderr goes through tee (stdout stays on fd 3); a pipeline, unlike >(...), is waited for.
+  set +e
+  "${wrap[@]}" "$@" 2>&1 1>&3 3>&- | tee "$STEP_ERR" >&2
+  rc=${PIPESTATUS[0]}
+  set -e
+  [ ${#wrap[@]} -gt 0 ] || log "$name: $((SECONDS - start)) s wall"
+  return "$rc"
 }
+exec 3>&1
 
-# go's own error for a module the proxy lacks names the module; keep it, and say which step failed.
-fail_step() { log "FAILED: $1 (the module path is in the go error above)"; exit 1; }
-
-# A scratch copy of a wrapper module: go mod tidy rewrites go.mod/go.sum, and the repo copy stays clean.
-work_module() {
-  local src=$1 dst=$CACHE/work/$(basename "$1")
-  rm -rf "$dst"; mkdir -p "$dst"; cp "$src"/go.mod "$dst"/
-  [ -f "$src/go.sum" ] && cp "$src"/go.sum "$dst"/
-  echo "$dst"
+# go names a module the proxy cannot serve as "path@version: reading ...: 404/403/410"; repeat
+# just those paths so they are not lost in the output above.
+fail_step() {
+  log "FAILED: $1"
+  local missing
+  missing=$(grep -oE '[^ :]+@v[^ :]+: (reading|unknown revision|invalid version|verifying)' "$STEP_ERR" 2>/dev/null \
+    | sed -E 's/: [a-z ]+$//' | sort -u | tr '\n' ' ' || true)
+  [ -z "$missing" ] || log "module(s) the Go module proxy could not serve: $missing"
+  exit 1
 }
 
 build_kube() {
@@ -68,8 +74,9 @@ build_kube() {
   fi
   log "kubernetes $KUBE_VERSION: deriving the staging module list from its go.mod"
   local gomod staging minor w
-  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | python3 -c 'import sys,json; d=json.load(sys.stdin); e=d.get("Error"); print(e, file=sys.stderr) if e else print(d["GoMod"]); sys.exit(1 if e else 0)') \
-    || fail_step "go mod download k8s.io/kubernetes@$KUBE_VERSION"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" \
+    | python3 -c 'import sys,json; d=json.load(sys.stdin); e=d.get("Error"); print(e, file=sys.stderr) if e else print(d["GoMod"]); sys.exit(1 if e else 0)' \
+    2>"$STEP_ERR") || { cat "$STEP_ERR" >&2; fail_step "go mod download k8s.io/kubernetes@$KUBE_VERSION"; }
   staging=$(grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk '{print $1}' | sort -u)
   [ -n "$staging" ] || fail_step "no staging replace lines found in $gomod"
   minor=${KUBE_VERSION#v1.}   # e.g. 37.2: staging modules are v0.37.2
@@ -97,7 +104,7 @@ build_etcd() {
   [ -x "$BIN/etcd" ] && return
   local w=$CACHE/work/etcd-bin; rm -rf "$w"; mkdir -p "$w"
   printf 'module local.build/etcd-bin\n\ngo 1.26.0\n' > "$w/go.mod"
-  (cd "$w" && go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION") || fail_step "go get go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  (cd "$w" && timed "etcd go get" go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION") || fail_step "go get go.etcd.io/etcd/server/v3@$ETCD_VERSION"
   (cd "$w" && timed "etcd build" go build -trimpath -ldflags "-s -w" -o "$BIN/etcd" go.etcd.io/etcd/server/v3) \
     || fail_step "go build etcd $ETCD_VERSION"
 }
@@ -109,7 +116,7 @@ build_kwok() {
   fi
   # Standalone kwok has no default stages; keep the module's own stage files beside the binary.
   if [ ! -d "$BIN/kwok-stages" ]; then
-    go mod download "sigs.k8s.io/kwok@$KWOK_VERSION" || fail_step "go mod download sigs.k8s.io/kwok@$KWOK_VERSION"
+    timed "kwok stages download" go mod download "sigs.k8s.io/kwok@$KWOK_VERSION" || fail_step "go mod download sigs.k8s.io/kwok@$KWOK_VERSION"
     rm -rf "$BIN/kwok-stages.tmp"
     cp -r "$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage" "$BIN/kwok-stages.tmp"
     chmod -R u+w "$BIN/kwok-stages.tmp"
