@@ -162,6 +162,9 @@ def argv(d: Path, ports: dict[str, int], certs: pki.Pki, audit_log: Path) -> dic
             f"--root-ca-file={certs.ca_cert}",
             f"--service-account-private-key-file={certs.sa_key}",
             "--use-service-account-credentials=true",
+            # Endpoints and EndpointSlices may not hold loopback addresses, and every pod IP here is
+            # one; these two controllers could only fail and retry (with a warning Event each time).
+            "--controllers=*,-endpoints-controller,-endpointslice-controller",
             "--node-monitor-period=10s",
             f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
         ],

@@ -379,3 +379,23 @@ def test_kubectl_auth_can_i_reflects_namespaced_role(cluster: ClusterHandle, api
         check=True,
     )
     assert whoami.stdout == user
+
+
+def test_audit_log_records_writes_per_user(cluster: ClusterHandle, api: Any, ns: str) -> None:
+    if cluster.audit_log is None:
+        pytest.skip("the reused cluster (OME_TEST_KUBECONFIG) has no audit log beside its kubeconfig")
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "audited"}})
+    core.read_namespaced_config_map("audited", ns)  # reads are not audited
+
+    def writes() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in cluster.audit_events()
+            if e.get("objectRef", {}).get("namespace") == ns and e["objectRef"].get("name") == "audited"
+        ]
+
+    events = wait_for(writes, timeout=10, what="audit event for the ConfigMap create")
+    assert [(e["verb"], e["user"]["username"], e["responseStatus"]["code"]) for e in events] == [
+        ("create", "admin", 201)
+    ]
