@@ -81,7 +81,8 @@ def compute_weight_bytes(model: AnyModel) -> tuple[float | None, str]:
     params: float | None = float(meta.parameter_count) if meta and meta.parameter_count else facts.size
     if params is None:
         params = parse_size(model.spec.model_parameter_size)
-    dtype = facts.quantization or (meta.dtype if meta else None)
+    configured = (model.spec.model_configuration or {}).get("torch_dtype")
+    dtype = facts.quantization or (meta.dtype if meta else None) or (str(configured) if configured else None)
     if params is None or dtype is None:
         missing = " and ".join(w for w, v in (("parameter count", params), ("dtype", dtype)) if v is None)
         return None, f"model {model.name}: {missing} not known yet, weight memory not estimated"
@@ -114,9 +115,10 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def format_component(c: ComponentPlan, acc: Accelerator) -> str:
+def format_component(c: ComponentPlan, acc: Accelerator, disaggregated: bool) -> str:
     s = c.shape
-    title = {"engine": "engine (prefill):", "decoder": "decoder (decode):"}[s.component]
+    # Without a decoder the engine does both prefill and decode.
+    title = {"engine": "engine (prefill):" if disaggregated else "engine:", "decoder": "decoder (decode):"}[s.component]
     if s.multi_node:
         size = f"{_plural(s.groups, 'group')} × {_plural(s.pods_per_group, 'node')} × {_plural(s.gpus_per_pod, 'GPU')}"
     else:
@@ -132,7 +134,7 @@ def format_plan(plan: Plan) -> str:
     lines = [
         f"InferenceService {plan.namespace}/{plan.name}",
         f"  model: {plan.model}   runtime: {plan.runtime}",
-        *(format_component(c, acc) for c in plan.components),
+        *(format_component(c, acc, len(plan.components) > 1) for c in plan.components),
         f"  total: {_plural(len(plan.components), 'component')}, {_plural(plan.gpus, 'GPU')} "
         f"on {_plural(plan.nodes, 'node')}, "
         f"${plan.cost_per_hour:,.2f}/hour at ${acc.price_per_gpu_hour:.2f}/GPU-hour ({acc.name})",
