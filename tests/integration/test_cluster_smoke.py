@@ -17,6 +17,7 @@ from kubernetes import client
 
 from devtools.cluster import kubectl_path
 from devtools.cluster_testing import ClusterHandle, wait_for
+from devtools.nodes import CLUSTER_LABEL
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def _container(name: str = "main", gpus: int = 0) -> dict[str, Any]:
 
 
 def test_nodes_are_h200_shaped(api: Any) -> None:
-    nodes = client.CoreV1Api(api).list_node(label_selector="type=kwok").items
+    nodes = client.CoreV1Api(api).list_node(label_selector=CLUSTER_LABEL).items
     assert len(nodes) >= 16
     for node in nodes:
         assert node.status.allocatable[GPU] == "8"
@@ -164,7 +165,10 @@ def test_server_side_apply_conflict_between_field_managers(api: Any, ns: str) ->
 def test_gpu_statefulset_packs_one_pod_per_node_and_17th_is_pending(api: Any, ns: str) -> None:
     core = client.CoreV1Api(api)
     apps = client.AppsV1Api(api)
-    gpu_nodes = [n.metadata.name for n in core.list_node(label_selector="nvidia.com/gpu.present=true").items]
+    # Only the cluster's own nodes: another test may add nodes of its own.
+    gpu_nodes = [
+        n.metadata.name for n in core.list_node(label_selector=f"{CLUSTER_LABEL},nvidia.com/gpu.present=true").items
+    ]
     n = len(gpu_nodes)
     assert n >= 16
 
@@ -192,7 +196,19 @@ def test_gpu_statefulset_packs_one_pod_per_node_and_17th_is_pending(api: Any, ns
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [_container(gpus=8)], "terminationGracePeriodSeconds": 0},
+                "spec": {
+                    "containers": [_container(gpus=8)],
+                    "terminationGracePeriodSeconds": 0,
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                "nodeSelectorTerms": [
+                                    {"matchExpressions": [{"key": CLUSTER_LABEL, "operator": "Exists"}]}
+                                ]
+                            }
+                        }
+                    },
+                },
             },
         },
     }
