@@ -78,30 +78,55 @@ def run(args: argparse.Namespace) -> int:
     token = env_token()
     redactor = Redactor([token])
     configure_logging(redactor, verbose=args.verbose)
-    termination = _termination_path(args.termination_log)
-    progress = Progress()
-    publisher = _publisher(args, redactor)
-    reporter = Reporter(progress, publisher, args.progress_interval)
-    started = time.monotonic()
-    base: dict[str, Any] = {"storageUri": args.storage_uri}
-    if args.node_name:
-        base["node"] = args.node_name
-    reporter.start()
+    outcome = _Outcome(args, redactor)
     try:
-        summary = {**base, **_deliver(args, token, progress)}
+        return outcome.succeed(_deliver(args, token, outcome.progress))
     except (StorageUriError, ListingError, ModelFormatError, DeliveryError) as exc:
-        permanent = getattr(exc, "permanent", True)
-        return _fail(exc, permanent, base, progress, reporter, publisher, termination, redactor, started)
+        return outcome.fail(exc, permanent=getattr(exc, "permanent", True))
     except Exception as exc:
         LOG.error("unexpected error:\n%s", "".join(traceback.format_exception(exc)))
-        return _fail(exc, False, base, progress, reporter, publisher, termination, redactor, started)
-    summary["seconds"] = round(time.monotonic() - started, 2)
-    if publisher is not None:
-        publisher.set_result(summary)
-    reporter.stop("Succeeded")
-    text = write_termination_message(termination, summary, redactor)
-    LOG.info("done: %s", text)
-    return EXIT_OK
+        return outcome.fail(exc, permanent=False)
+
+
+class _Outcome:
+    """Progress while the run lasts, then one result told three ways: the termination message,
+    the progress ConfigMap, and the log."""
+
+    def __init__(self, args: argparse.Namespace, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self.termination = _termination_path(args.termination_log)
+        self.progress = Progress()
+        self.publisher = _publisher(args, redactor)
+        self.reporter = Reporter(self.progress, self.publisher, args.progress_interval)
+        self.started = time.monotonic()
+        self.base: dict[str, Any] = {"storageUri": args.storage_uri}
+        if args.node_name:
+            self.base["node"] = args.node_name
+        self.reporter.start()
+
+    def succeed(self, result: dict[str, Any]) -> int:
+        summary = {**self.base, **result, "seconds": round(time.monotonic() - self.started, 2)}
+        self._finish("Succeeded", summary, None)
+        LOG.info("done: %s", self.redactor.json(summary))
+        return EXIT_OK
+
+    def fail(self, exc: BaseException, permanent: bool) -> int:
+        message = str(exc) or type(exc).__name__
+        summary = {**self.base, "status": "Failed", "error": message, "permanent": permanent}
+        if isinstance(exc, DeliveryError) and exc.file:
+            summary["file"] = exc.file
+        if self.progress.commit:
+            summary["commit"] = self.progress.commit
+        summary["seconds"] = round(time.monotonic() - self.started, 2)
+        self._finish("Failed", summary, message)
+        LOG.error("download failed: %s", message)
+        return EXIT_PERMANENT if permanent else EXIT_RETRYABLE
+
+    def _finish(self, phase: str, summary: dict[str, Any], message: str | None) -> None:
+        if self.publisher is not None:
+            self.publisher.set_result(summary)
+        self.reporter.stop(phase, message=self.redactor(message) if message else None)
+        write_termination_message(self.termination, summary, self.redactor)
 
 
 def _deliver(args: argparse.Namespace, token: str | None, progress: Progress) -> dict[str, Any]:
@@ -138,32 +163,6 @@ def hub_endpoint() -> str:
     from huggingface_hub import constants
 
     return str(constants.ENDPOINT).rstrip("/")
-
-
-def _fail(
-    exc: BaseException,
-    permanent: bool,
-    base: dict[str, Any],
-    progress: Progress,
-    reporter: Reporter,
-    publisher: ConfigMapPublisher | None,
-    termination: Path | None,
-    redactor: Redactor,
-    started: float,
-) -> int:
-    message = str(exc) or type(exc).__name__
-    summary = {**base, "status": "Failed", "error": message, "permanent": permanent}
-    if isinstance(exc, DeliveryError) and exc.file:
-        summary["file"] = exc.file
-    if progress.commit:
-        summary["commit"] = progress.commit
-    summary["seconds"] = round(time.monotonic() - started, 2)
-    if publisher is not None:
-        publisher.set_result(summary)
-    reporter.stop("Failed", message=redactor(message))
-    write_termination_message(termination, summary, redactor)
-    LOG.error("download failed: %s", message)
-    return EXIT_PERMANENT if permanent else EXIT_RETRYABLE
 
 
 def _termination_path(raw: str) -> Path | None:
