@@ -189,7 +189,8 @@ class LocalCluster:
         self._bin_dir = bin_dir
         self.die_with_parent = die_with_parent
         self.component_timeout = component_timeout
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        # Processes this object started, by component: only these can be waited on (reaped).
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- paths -------------------------------------------------------------------------------
     @property
@@ -326,7 +327,7 @@ class LocalCluster:
                 start_new_session=True,
                 preexec_fn=_set_pdeathsig if self.die_with_parent else None,
             )
-        self._children[popen.pid] = popen
+        self._children[comp] = popen
         ticks = _proc_start_ticks(popen.pid)
         return Proc(name=comp, pid=popen.pid, start_ticks=ticks if ticks is not None else -1)
 
@@ -340,10 +341,7 @@ class LocalCluster:
     def _wait_healthy(self, proc: Proc, url: str, ctx: ssl.SSLContext) -> None:
         deadline = time.monotonic() + self.component_timeout
         while True:
-            popen = self._children.get(proc.pid)
-            code = popen.poll() if popen else None
-            if code is not None:
-                raise ComponentFailed(proc.name, f"exited with code {code} while starting", self._tail(proc.name))
+            self._check_alive(proc.name)
             if _probe(url, ctx):
                 return
             if time.monotonic() > deadline:
@@ -423,10 +421,9 @@ class LocalCluster:
                 time.sleep(0.5)
 
     def _check_alive(self, comp: str) -> None:
-        for pid, popen in self._children.items():
-            state = self._read_state()
-            if state and any(p.pid == pid and p.name == comp for p in state.procs) and popen.poll() is not None:
-                raise ComponentFailed(comp, f"exited with code {popen.returncode}", self._tail(comp))
+        popen = self._children.get(comp)
+        if popen is not None and popen.poll() is not None:
+            raise ComponentFailed(comp, f"exited with code {popen.returncode} while starting", self._tail(comp))
 
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
