@@ -10,9 +10,10 @@ and reads its result from the container's termination message (JSON, at most 4 K
 `status`, `commit`, `files`, `bytes`, `bytesTransferred`, `bytesHashed`, `seconds` and `metadata`
 (OME's names: modelType, modelArchitecture, modelFormat, modelFramework, modelParameterSize,
 quantization, maxTokens, plus parameterCount and dtype); on failure `status: Failed`, `error`,
-`permanent` and, when one file is to blame, `file`. While it runs, the Job merge-patches
-`data.progress` of its own ConfigMap (OME's progress shape plus etaSeconds, bytesTransferred,
-commit, node) and, at the end, `data.result` (the same JSON as the termination message).
+`permanent` and, when one file is to blame, `file`. While it runs, the Job merge-patches its own
+key, `data[<node name>]`, of the model's progress ConfigMap with a JSON snapshot (OME's progress
+shape plus etaSeconds, bytesTransferred, elapsedSeconds, commit, node, and message on failure),
+ending with phase Succeeded or Failed.
 
 Modules, in the order a download uses them: uri (what to fetch), listing (resolve the revision
 once, list files and their hashes), manifest (what is already verified on disk), fetch (one file:

@@ -2,8 +2,9 @@
 
 The operator creates the ConfigMap before the Job and binds the Job's ServiceAccount to a Role
 with `resourceNames: [<that ConfigMap>]` and verbs get/update/patch: the Job can write exactly one
-object and read nothing else. A merge patch of `data.progress` (and `data.result` at the end) is
-all it sends. Credentials come from the pod's ServiceAccount (re-read on every request: bound
+object and read nothing else. One ConfigMap serves all of a model's Jobs: each merge-patches only
+its own key, `data[<node name>]` (or `data.progress` without --node-name), so the Jobs of 16
+nodes never overwrite each other and need no read-modify-write. Credentials come from the pod's ServiceAccount (re-read on every request: bound
 tokens rotate) or from a kubeconfig (`--kubeconfig` or `KUBECONFIG`), for running outside a pod.
 Progress is advisory: every failure here is logged once and otherwise ignored.
 """
@@ -120,7 +121,7 @@ def parse_configmap_ref(ref: str) -> tuple[str, str]:
 
 
 class ConfigMapPublisher:
-    """Merge-patches `data.progress` (and, once, `data.result`) of one ConfigMap."""
+    """Merge-patches this node's key of one ConfigMap with the progress snapshot (JSON)."""
 
     def __init__(self, target: KubeTarget, namespace: str, name: str, node: str | None, redactor: Redactor) -> None:
         self._target = target
@@ -132,17 +133,11 @@ class ConfigMapPublisher:
         self._redactor = redactor
         self._client = httpx.Client(verify=target.verify, timeout=REQUEST_TIMEOUT_S)
         self._warned: set[int | str] = set()
-        self._result: dict[str, Any] | None = None
-
-    def set_result(self, summary: dict[str, Any]) -> None:
-        self._result = summary
+        self.key = node or "progress"
 
     def publish(self, snapshot: dict[str, Any], final: bool) -> None:
         snap = dict(snapshot, node=self._node) if self._node else dict(snapshot)
-        data = {"progress": self._redactor.json(snap)}
-        if final and self._result is not None:
-            data["result"] = self._redactor.json(self._result)
-        self._patch({"data": data})
+        self._patch({"data": {self.key: self._redactor.json(snap)}})
         if final:
             self._client.close()
 

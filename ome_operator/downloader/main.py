@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Outcome:
-    """Progress while the run lasts, then one result told three ways: the termination message,
-    the progress ConfigMap, and the log."""
+    """Progress while the run lasts, then the result: the final phase in the progress ConfigMap,
+    the summary in the termination message and the log."""
 
     def __init__(self, args: argparse.Namespace, redactor: Redactor) -> None:
         self.redactor = redactor
@@ -123,8 +123,6 @@ class _Outcome:
         return EXIT_PERMANENT if permanent else EXIT_RETRYABLE
 
     def _finish(self, phase: str, summary: dict[str, Any], message: str | None) -> None:
-        if self.publisher is not None:
-            self.publisher.set_result(summary)
         self.reporter.stop(phase, message=self.redactor(message) if message else None)
         write_termination_message(self.termination, summary, self.redactor)
 

@@ -27,8 +27,10 @@ OME_PROGRESS_KEYS = {
 }
 
 
-def progress_patches(api: FakeKubeApi) -> list[dict[str, object]]:
-    return [json.loads(json.loads(body)["data"]["progress"]) for _, _, _, body in api.requests]
+def progress_patches(api: FakeKubeApi, key: str) -> list[dict[str, object]]:
+    patches = [json.loads(body)["data"] for _, _, _, body in api.requests]
+    assert all(set(p) == {key} for p in patches)  # a Job touches only its own node's key
+    return [json.loads(p[key]) for p in patches]
 
 
 def test_progress_is_merge_patched_into_the_jobs_configmap(
@@ -39,6 +41,8 @@ def test_progress_is_merge_patched_into_the_jobs_configmap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kube_api.write_kubeconfig(tmp_path / "kubeconfig")))
+    other = json.dumps({"phase": "Downloading", "node": "node-2"})
+    kube_api.configmaps[("ome", "dl-tiny-node-1")]["data"] = {"node-2": other}  # another node's Job
     out = run_download(
         monkeypatch,
         tmp_path,
@@ -56,7 +60,7 @@ def test_progress_is_merge_patched_into_the_jobs_configmap(
     for method, path, headers, _ in kube_api.requests:
         assert (method, path) == ("PATCH", "/api/v1/namespaces/ome/configmaps/dl-tiny-node-1")
         assert headers["content-type"] == "application/merge-patch+json"
-    snapshots = progress_patches(kube_api)
+    snapshots = progress_patches(kube_api, "node-1")
     assert all(set(s) >= OME_PROGRESS_KEYS for s in snapshots)
     assert snapshots[0]["phase"] == "Resolving"
     final = snapshots[-1]
@@ -66,8 +70,8 @@ def test_progress_is_merge_patched_into_the_jobs_configmap(
     assert final["completedFiles"] == final["totalFiles"] == out.termination["files"]  # type: ignore[index]
     assert final["completedBytes"] == final["totalBytes"] == out.termination["bytes"]  # type: ignore[index]
     data = kube_api.configmaps[("ome", "dl-tiny-node-1")]["data"]
-    assert json.loads(data["result"]) == out.termination
-    assert json.loads(data["progress"]) == final
+    assert json.loads(data["node-1"]) == final
+    assert data["node-2"] == other
 
 
 def test_a_forbidden_or_missing_configmap_does_not_fail_the_download(
