@@ -63,10 +63,13 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
     with running_operator(operator_kubeconfig, log) as op:
-        yield op
-    files = reference_files()
-    cluster.kubectl("delete", "-f", str(files["isvc"]), "--ignore-not-found", "--wait=false")
-    cluster.kubectl("delete", "-f", str(files["runtime"]), "-f", str(files["model"]), "--ignore-not-found")
+        try:
+            yield op
+        finally:
+            # Delete while the operator still runs: it holds the models' finalizers (node-label cleanup).
+            files = reference_files()
+            cluster.kubectl("delete", "-f", str(files["isvc"]), "--ignore-not-found", "--wait=false")
+            cluster.kubectl("delete", "-f", str(files["runtime"]), "-f", str(files["model"]), "--ignore-not-found")
 
 
 def isvc(cluster: ClusterHandle) -> dict[str, Any]:
@@ -287,7 +290,7 @@ spec:
     minReplicas: 1
     leader:
       runner:
-        env: [{{name: "not a valid name", value: "x"}}]
+        env: [{{name: "BAD=NAME", value: "x"}}]
 """
         cluster.kubectl("apply", "-f", "-", stdin=manifests)
 
