@@ -1,0 +1,202 @@
+"""`make demo`: OME's Kimi K2 files, unchanged, to a Ready 1P1D deployment on a local 16-node cluster.
+
+Starts (or reuses) the local control plane `demo`, installs the CRDs, starts the operator in the
+background, applies the three reference files, waits for Ready and prints where everything landed.
+`make demo-down` stops the operator and the cluster and removes their files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from devtools.cluster import AlreadyRunning, LocalCluster, kubectl_path
+from devtools.operator import OperatorProcess
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "demo"
+ISVC, NS = "kimi-k2-instruct", "kimi-k2-instruct"
+
+
+def reference_files() -> list[Path]:
+    shared = REPO.parent / "shared" / "reference" / "ome" / "config"
+    if shared.is_dir():
+        return [
+            shared / "models/moonshotai/Kimi-K2-Instruct.yaml",
+            shared / "runtimes/srt/kimi-k2-pd-rt.yaml",
+            shared / "samples/isvc/moonshotai/kimi-k2-pd.yaml",
+        ]
+    golden = REPO / "tests/golden/kimi-k2-reference/input"  # byte-identical copies
+    return [golden / "Kimi-K2-Instruct.yaml", golden / "kimi-k2-pd-rt.yaml", golden / "kimi-k2-pd.yaml"]
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run(
+        [str(kubectl_path()), f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True, check=False
+    )
+    if check and proc.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def kjson(kubeconfig: Path, *args: str) -> Any:
+    return json.loads(kubectl(kubeconfig, *args, "-o", "json"))
+
+
+def operator_pid_file(cluster: LocalCluster) -> Path:
+    return cluster.dir / "operator.pid"
+
+
+def start_operator(cluster: LocalCluster) -> OperatorProcess:
+    pid_file = operator_pid_file(cluster)
+    if pid_file.exists():
+        stop_operator(cluster)
+    op = OperatorProcess(cluster.kubeconfig, cluster.dir / "logs" / "operator.log", "--resync-seconds", "30").start()
+    assert op.proc is not None
+    pid_file.write_text(f"{op.proc.pid}\n{op.port}\n")
+    op.wait_ready()
+    return op
+
+
+def stop_operator(cluster: LocalCluster) -> None:
+    pid_file = operator_pid_file(cluster)
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"ome-operator" in cmdline:  # never signal a recycled pid
+            os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if Path(f"/proc/{pid}").exists():
+                os.killpg(pid, signal.SIGKILL)
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+def wait_ready(kubeconfig: Path, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        obj = kjson(kubeconfig, "get", "isvc", ISVC, "-n", NS)
+        ready = next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
+        if not ready:
+            line = "  (waiting for the operator's first status)"
+        else:
+            line = f"  Ready={ready['status']} {ready.get('reason', '')}: {ready.get('message', '')}"
+        if line != last:
+            say(line)
+            last = line
+        if ready.get("status") == "True":
+            return dict(obj)
+        time.sleep(1)
+    raise SystemExit(f"InferenceService not Ready after {timeout:.0f} s; see `kubectl describe isvc -n {NS} {ISVC}`")
+
+
+def print_placement(kubeconfig: Path) -> None:
+    pods = kjson(kubeconfig, "get", "pods", "-n", NS, "-l", f"ome.io/inferenceservice={ISVC}")["items"]
+    rows = []
+    per_node: Counter[str] = Counter()
+    for pod in sorted(pods, key=lambda p: (p["metadata"]["labels"].get("component", ""), p["metadata"]["name"])):
+        labels = pod["metadata"]["labels"]
+        gpus = sum(
+            int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)) for c in pod["spec"]["containers"]
+        )
+        node = pod["spec"].get("nodeName", "-")
+        per_node[node] += gpus
+        role = labels.get("ome.io/role", "-")
+        rows.append(
+            (
+                pod["metadata"]["name"],
+                labels.get("component", "-"),
+                role,
+                node,
+                str(gpus),
+                pod["status"].get("podIP", "-"),
+            )
+        )
+    header = ("POD", "COMPONENT", "ROLE", "NODE", "GPUS", "POD IP")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        say("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    gpu_nodes = {n: g for n, g in per_node.items() if g}
+    say(
+        f"\n  GPU nodes used: {len(gpu_nodes)}; GPUs per node: {sorted(set(gpu_nodes.values()))}; "
+        f"total GPUs: {sum(gpu_nodes.values())} ({len(gpu_nodes)} nodes x 8 = {8 * len(gpu_nodes)})"
+    )
+
+
+def up() -> int:
+    started = time.monotonic()
+    cluster = LocalCluster(NAME, nodes=16)
+    say("== 1/5 local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok: 16 H200 nodes)")
+    try:
+        cluster.start()
+    except AlreadyRunning:
+        say("  (reusing the running demo cluster)")
+    kc = cluster.kubeconfig
+    say("== 2/5 CRDs")
+    kubectl(kc, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    kubectl(kc, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    kubectl(kc, "create", "namespace", "ome", check=False)
+    say("== 3/5 operator (ome-operator run, in the background)")
+    op = start_operator(cluster)
+    say(f"  pid {op.proc.pid if op.proc else '?'}, health/metrics on {op.health_url}, log {op.log_path}")
+    say("== 4/5 kubectl apply: OME's Kimi K2 model, runtime and InferenceService, unchanged")
+    for path in reference_files():
+        say("  " + kubectl(kc, "apply", "-f", str(path)).strip().replace("\n", "\n  "))
+    say("== 5/5 waiting for Ready")
+    obj = wait_ready(kc)
+    say(f"\nReady in {time.monotonic() - started:.0f} s.\n\n== Placement")
+    print_placement(kc)
+    say("\n== Objects")
+    for line in kubectl(kc, "get", "clusterbasemodels,clusterservingruntimes").splitlines():
+        say("  " + line)
+    for line in kubectl(kc, "get", "isvc", "-A").splitlines():
+        say("  " + line)
+    say(f"\n  status.url: {obj['status']['url']}")
+    say(
+        "\n== Keep exploring\n"
+        f"  export KUBECONFIG={kc}\n"
+        f'  export PATH="{REPO}/.venv/bin:$PATH"   # kubectl and ome-operator\n'
+        "  kubectl get isvc -A\n"
+        f"  kubectl describe isvc -n {NS} {ISVC}\n"
+        f"  kubectl get pods -n {NS} -o wide\n"
+        f"  curl -s {op.health_url}/metrics | grep ^ome_\n"
+        "  make demo-down     # stops the operator and the cluster, removes their files"
+    )
+    return 0
+
+
+def down() -> int:
+    cluster = LocalCluster(NAME)
+    stop_operator(cluster)
+    cluster.stop()
+    say("demo stopped: operator and cluster processes ended, files removed")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("up", "down"))
+    args = parser.parse_args(argv)
+    return up() if args.command == "up" else down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
