@@ -152,8 +152,11 @@ def classify_hub_error(exc: BaseException) -> TransientError | None:
             reason = f"HTTP {status}: {str(said)[:200]}" if said else f"HTTP {status}"
             return TransientError(reason, parse_retry_after(headers.get("retry-after")))
         return None
-    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
-        return TransientError(type(exc).__name__)
+    # huggingface_hub may run on httpx or on its fork httpx2, whose classes are unrelated to
+    # httpx's: recognise a transport failure by its class name anywhere in the hierarchy.
+    transport = {"TransportError", "TimeoutException"} & {cls.__name__ for cls in type(exc).__mro__}
+    if transport or isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+        return TransientError(f"{type(exc).__name__}: {exc}"[:300])
     return None
 
 

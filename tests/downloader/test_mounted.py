@@ -1,10 +1,12 @@
-"""local:// and pvc://: nothing is copied; the directory is validated where it is."""
+"""Runs that need no hub: local:// and pvc:// (nothing is copied; the directory is validated where
+it is), bad URIs, and a hub that cannot be reached."""
 
 from __future__ import annotations
 
 import json
 import random
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,17 @@ def test_unsupported_uris_fail_with_the_accepted_forms(
     assert out.code == 3
     assert out.termination is not None and out.termination["status"] == "Failed"
     assert "hf://" in out.termination["error"] or "hub repository id" in out.termination["error"]
+
+
+def test_an_unreachable_hub_is_retried_then_fails_as_retryable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: connection refused
+    out = run_download(
+        monkeypatch, tmp_path, f"http://127.0.0.1:{port}", "hf://org/model", "--dest", str(tmp_path / "m"),
+        "--max-retries", "1",
+    )  # fmt: skip
+    assert out.code == 1, out.log
+    assert out.termination is not None and out.termination["permanent"] is False
+    assert "ConnectError" in out.termination["error"] and "retry 1/1" in out.log
