@@ -1,0 +1,344 @@
+"""Least privilege, proven: the operator runs with nothing but the chart's ServiceAccount.
+
+Both charts are installed with `helm` (the in-cluster Deployment scaled to 0: no image can run
+here), a TokenRequest yields a token of the chart's ServiceAccount, and `ome-operator run` uses a
+kubeconfig holding only that token to take OME's Kimi K2 reference files, unchanged, to Ready. A
+right the operator needs and the chart lacks fails the run (a 403 in its log or in the audit log);
+a right the chart grants beyond the allowlist below fails the allowlist check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devtools.cluster_testing import ClusterHandle, wait_for
+from devtools.operator import OperatorProcess
+from tests.charts.dashboard import exported_series, series_in
+from tests.charts.dashboard import load as load_dashboard
+from tests.charts.dashboard import queries as dashboard_queries
+from tests.charts.helm import CHART, CRD_CHART, NAMESPACE, RELEASE, expand_rules, find, render, run_helm
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "ome" / "config"
+GOLDEN_REFERENCE = REPO / "tests" / "golden" / "kimi-k2-reference" / "input"
+CRD_RELEASE = "ome-crd"
+ACCOUNT = "ome-operator"
+USER = f"system:serviceaccount:{NAMESPACE}:{ACCOUNT}"
+PEERING = "ome-operator"
+
+# Every right of the chart's ClusterRole (default values), as (apiGroup, resource, verb, name);
+# "" as name means any object. Changing the role means changing this list, in review.
+ALLOWED: frozenset[tuple[str, str, str, str]] = frozenset(
+    # framework: kopf
+    [("apiextensions.k8s.io", "customresourcedefinitions", verb, "") for verb in ("list", "watch")]
+    + [("", "events", "create", "")]
+    + [("kopf.dev", "clusterkopfpeerings", verb, "") for verb in ("list", "watch")]
+    + [("kopf.dev", "clusterkopfpeerings", verb, PEERING) for verb in ("get", "patch")]
+    # application: reconciliation
+    + [
+        ("ome.io", resource, verb, "")
+        for resource in ("inferenceservices", "clusterbasemodels", "basemodels")
+        for verb in ("get", "list", "watch", "patch")
+    ]
+    + [
+        ("ome.io", f"{resource}/status", "patch", "")
+        for resource in ("inferenceservices", "clusterbasemodels", "basemodels")
+    ]
+    + [
+        ("ome.io", resource, verb, "")
+        for resource in ("clusterservingruntimes", "servingruntimes")
+        for verb in ("list", "watch")
+    ]
+    + [("", "nodes", verb, "") for verb in ("list", "watch", "patch")]
+    + [("", "pods", verb, "") for verb in ("get", "list", "watch", "delete")]
+    + [("", "pods/log", "get", "")]
+    + [
+        (group, resource, verb, "")
+        for group, resource in (
+            ("", "services"),
+            ("", "serviceaccounts"),
+            ("", "configmaps"),
+            ("apps", "statefulsets"),
+            ("apps", "deployments"),
+            ("batch", "jobs"),
+            ("rbac.authorization.k8s.io", "roles"),
+            ("rbac.authorization.k8s.io", "rolebindings"),
+        )
+        for verb in ("list", "watch", "create", "patch", "delete")
+    ]
+    # held to be grantable to the download Jobs' Role
+    + [("", "configmaps", verb, "") for verb in ("get", "update")]
+)
+
+FORBIDDEN_IN_LOG = re.compile(r"\b403\b|forbidden", re.IGNORECASE)
+
+
+def reference_files() -> list[Path]:
+    """OME's three Kimi K2 files, unchanged (tests/golden keeps a byte-identical copy)."""
+    if SHARED_REFERENCE.is_dir():
+        return [
+            SHARED_REFERENCE / "models/moonshotai/Kimi-K2-Instruct.yaml",
+            SHARED_REFERENCE / "runtimes/srt/kimi-k2-pd-rt.yaml",
+            SHARED_REFERENCE / "samples/isvc/moonshotai/kimi-k2-pd.yaml",
+        ]
+    return [GOLDEN_REFERENCE / name for name in ("Kimi-K2-Instruct.yaml", "kimi-k2-pd-rt.yaml", "kimi-k2-pd.yaml")]
+
+
+def helm(cluster: ClusterHandle, *args: str, check: bool = True) -> Any:
+    return run_helm(f"--kubeconfig={cluster.kubeconfig}", *args, check=check, timeout=300)
+
+
+def adopt_existing_crds(cluster: ClusterHandle) -> None:
+    """Let the ome-crd release take over CRDs applied earlier with kubectl (another test, `make demo`
+    on a reused cluster): helm refuses to install over objects that lack its ownership marks."""
+    for path in sorted((CRD_CHART / "templates").glob("*.yaml")):
+        name = yaml.safe_load(path.read_text())["metadata"]["name"]
+        proc = cluster.kubectl("get", "crd", name, "-o", "json", check=False)
+        if proc.returncode != 0:
+            continue
+        annotations = json.loads(proc.stdout)["metadata"].get("annotations") or {}
+        if annotations.get("meta.helm.sh/release-name") == CRD_RELEASE:
+            continue
+        cluster.kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm")
+        cluster.kubectl(
+            "annotate",
+            "--overwrite",
+            "crd",
+            name,
+            f"meta.helm.sh/release-name={CRD_RELEASE}",
+            "meta.helm.sh/release-namespace=default",
+        )
+
+
+@pytest.fixture(scope="module")
+def charts(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
+    """Both charts installed as a user would; uninstalled afterwards, also when a test failed."""
+    namespace_existed = cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode == 0
+    try:
+        adopt_existing_crds(cluster)
+        helm(cluster, "install", CRD_RELEASE, str(CRD_CHART), "--namespace=default", "--wait")
+        cluster.kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/managed-by=Helm")
+        helm(
+            cluster,
+            "install",
+            RELEASE,
+            str(CHART),
+            f"--namespace={NAMESPACE}",
+            "--create-namespace",
+            "--set=replicas=0",
+            "--wait",
+            "--timeout=2m",
+        )
+        yield cluster
+    finally:
+        helm(cluster, "uninstall", RELEASE, f"--namespace={NAMESPACE}", "--wait", check=False)
+        # The CRDs stay (helm.sh/resource-policy: keep), as they do for users: deleting a CRD deletes
+        # every model and InferenceService with it.
+        helm(cluster, "uninstall", CRD_RELEASE, "--namespace=default", check=False)
+        if not namespace_existed:
+            cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False)
+
+
+def token_kubeconfig(cluster: ClusterHandle, path: Path, account: str = ACCOUNT, namespace: str = NAMESPACE) -> Path:
+    """A kubeconfig whose only credential is a TokenRequest token of a ServiceAccount (the chart's)."""
+    token = cluster.kubectl("create", "token", account, f"--namespace={namespace}", "--duration=1h").stdout.strip()
+    server, ca = cluster.server()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "local", "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@contextlib.contextmanager
+def running(op: OperatorProcess) -> Iterator[OperatorProcess]:
+    op.start()
+    try:
+        op.wait_ready(timeout=60)
+        yield op
+    finally:
+        op.stop()
+
+
+def get_json(cluster: ClusterHandle, *args: str) -> dict[str, Any] | None:
+    proc = cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+@contextlib.contextmanager
+def reference_objects(cluster: ClusterHandle) -> Iterator[list[Path]]:
+    """The reference files applied; deleted on exit while the operator still runs, so kopf
+    removes its finalizers and the deletions complete."""
+    files = reference_files()
+    try:
+        cluster.kubectl("apply", *(f"--filename={path}" for path in files))
+        yield files
+    finally:
+        delete = ["delete", "--ignore-not-found", "--wait", "--timeout=90s"]
+        proc = cluster.kubectl(*delete, *(f"--filename={path}" for path in reversed(files)), check=False)
+        if proc.returncode != 0:
+            # The operator died before it could finish: drop its finalizers so nothing is left stuck.
+            for obj in ("inferenceservice/kimi-k2-instruct -n kimi-k2-instruct", "clusterbasemodel/kimi-k2-instruct"):
+                cluster.kubectl(
+                    "patch", *obj.split(), "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False
+                )
+            cluster.kubectl(*delete, *(f"--filename={path}" for path in reversed(files)), check=False)
+
+
+def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return {}
+
+
+def assert_never_refused(log: Path) -> None:
+    denied = [line for line in log.read_text().splitlines() if FORBIDDEN_IN_LOG.search(line)] if log.exists() else []
+    assert not denied, "the operator was refused with the chart's rights:\n" + "\n".join(denied[:20])
+
+
+def wait_ready(cluster: ClusterHandle, log: Path, *get_args: str) -> dict[str, Any]:
+    """The object once its Ready condition is True; fails at the first refusal in the operator's log
+    instead of waiting out the deadline."""
+
+    def probe() -> dict[str, Any] | None:
+        assert_never_refused(log)
+        obj = get_json(cluster, *get_args)
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    return wait_for(probe, timeout=120, what=f"{' '.join(get_args)} Ready")
+
+
+def chart_user_responses(cluster: ClusterHandle, since: str) -> list[dict[str, Any]]:
+    """The audit log's completed write requests made with the chart's ServiceAccount since a time."""
+    return [
+        event
+        for event in cluster.audit_events()
+        if event.get("stage") == "ResponseComplete"
+        and event.get("user", {}).get("username") == USER
+        and event.get("requestReceivedTimestamp", "") >= since
+    ]
+
+
+def test_operator_reaches_ready_with_only_the_charts_rights(charts: ClusterHandle, tmp_path: Path) -> None:
+    cluster = charts
+    log = tmp_path / "operator.log"
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    op = OperatorProcess(token_kubeconfig(cluster, tmp_path / "kubeconfig"), log, f"--peering={PEERING}")
+    with running(op), reference_objects(cluster):
+        # The peering object carries this operator's keep-alive: the peering rights work.
+        wait_for(
+            lambda: (get_json(cluster, "clusterkopfpeering", PEERING) or {}).get("status"),
+            timeout=30,
+            what=f"a keep-alive in ClusterKopfPeering {PEERING}",
+        )
+        model = wait_ready(cluster, log, "clusterbasemodel", "kimi-k2-instruct")
+        assert model["status"]["state"] == "Ready", model["status"]
+        isvc = wait_ready(cluster, log, "inferenceservice", "kimi-k2-instruct", "--namespace=kimi-k2-instruct")
+        assert condition(isvc, "ModelReady").get("status") == "True"
+        # Every series the Grafana dashboard queries is on the running operator's /metrics.
+        status, metrics = op.get("/metrics")
+        assert status == 200
+        wanted = set().union(*(series_in(expr) for _, expr in dashboard_queries(load_dashboard())))
+        assert wanted <= exported_series(metrics).keys()
+
+    assert_never_refused(log)
+    if cluster.audit_log is not None:
+        responses = chart_user_responses(cluster, started)
+        # The objects were written with the chart's identity, not an admin's.
+        assert any(e.get("objectRef", {}).get("resource") == "statefulsets" for e in responses)
+        refused = [
+            f"{e['verb']} {e.get('objectRef', {}).get('resource')} {e.get('objectRef', {}).get('name')}"
+            for e in responses
+            if e.get("responseStatus", {}).get("code") == 403
+        ]
+        assert not refused, f"writes refused to {USER}: {refused}"
+
+
+def test_clusterrole_matches_the_allowlist(charts: ClusterHandle) -> None:
+    role = get_json(charts, "clusterrole", ACCOUNT)
+    assert role is not None
+    for rule in role["rules"]:
+        words = [word for key in ("apiGroups", "resources", "verbs", "resourceNames") for word in rule.get(key) or []]
+        assert "*" not in words and not [w for w in words if w.startswith("secrets")], rule
+    installed = expand_rules(role["rules"])
+    extra, missing = sorted(installed - ALLOWED), sorted(ALLOWED - installed)
+    assert not extra and not missing, f"rights beyond the allowlist: {extra}; allowlisted but not granted: {missing}"
+    # What `helm template` shows a reviewer is what got installed.
+    assert expand_rules(find(render(), "ClusterRole")["rules"]) == installed
+
+
+def self_rules_review(cluster: ClusterHandle, kubeconfig: Path, namespace: str) -> dict[str, Any]:
+    """What the API server says the kubeconfig's identity may do in a namespace (cluster-wide rights included)."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectRulesReview",
+        "spec": {"namespace": namespace},
+    }
+    # --validate=false: client-side validation would first list CRDs, which an unbound account may not.
+    proc = cluster.kubectl(
+        f"--kubeconfig={kubeconfig}", "create", "--validate=false", "-f", "-", "-o", "json", stdin=json.dumps(review)
+    )
+    status: dict[str, Any] = json.loads(proc.stdout)["status"]
+    return status
+
+
+def test_effective_rights_are_the_allowlist_and_no_secrets(charts: ClusterHandle, tmp_path: Path) -> None:
+    cluster = charts
+    kubeconfig = token_kubeconfig(cluster, tmp_path / "kubeconfig")
+    with cluster.temp_namespace("rbac-baseline") as baseline_namespace:
+        # Every ServiceAccount may do a few things (self reviews, reading ClusterTrustBundles, ...);
+        # one without any binding of its own tells those apart from what the chart grants.
+        cluster.kubectl("create", "serviceaccount", "baseline", f"--namespace={baseline_namespace}")
+        baseline = token_kubeconfig(cluster, tmp_path / "baseline", "baseline", baseline_namespace)
+        for namespace in (NAMESPACE, "kube-system", baseline_namespace):
+            review = self_rules_review(cluster, kubeconfig, namespace)
+            assert not review.get("incomplete"), review
+            everyone = expand_rules(self_rules_review(cluster, baseline, namespace)["resourceRules"])
+            effective = expand_rules(review["resourceRules"]) - everyone
+            assert effective == ALLOWED, (
+                f"in {namespace}: beyond the allowlist {sorted(effective - ALLOWED)}; "
+                f"missing {sorted(ALLOWED - effective)}"
+            )
+            assert not [r for r in expand_rules(review["resourceRules"]) if r[1].startswith("secrets")], review
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        for scope in ("--all-namespaces", f"--namespace={NAMESPACE}"):
+            proc = cluster.kubectl("auth", "can-i", verb, "secrets", f"--as={USER}", scope, check=False)
+            assert proc.stdout.strip() == "no", f"{USER} may {verb} secrets ({scope})"
+    # kubectl reads TYPE/NAME, so subresources go in --subresource.
+    for verb, resource, subresource in (
+        ("escalate", "clusterroles", ""),
+        ("bind", "clusterroles", ""),
+        ("create", "clusterrolebindings", ""),
+        ("impersonate", "serviceaccounts", ""),
+        ("create", "serviceaccounts", "token"),
+        ("create", "pods", "exec"),
+    ):
+        proc = cluster.kubectl(
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            f"--subresource={subresource}",
+            f"--as={USER}",
+            "--all-namespaces",
+            check=False,
+        )
+        assert proc.stdout.strip() == "no", f"{USER} may {verb} {resource} {subresource}"
