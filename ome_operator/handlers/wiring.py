@@ -132,7 +132,13 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         def on_event(body: Any, type: str | None, **_: Any) -> None:
             key = key_of(body)
             op.queue.add(key)
-            if kind != "InferenceService":
+            if kind == "InferenceService":
+                # The model lists who uses it (condition InUse): let it see this one come and go.
+                model = ((body.get("spec") or {}).get("model") or {}).get("name")
+                if model:
+                    op.queue.add(("ClusterBaseModel", None, model))
+                    op.queue.add(("BaseModel", key[1], model))
+            else:
                 op.models.add(key)
                 op.enqueue_services_using(model=key[2])
                 if type == "DELETED":

@@ -13,12 +13,14 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter
 
 from .resources import KINDS, ResourceInfo
 
 FIELD_MANAGER = "ome-operator"
 PAGE_SIZE = 500
 Obj = dict[str, Any]
+API_REQUESTS = Counter("ome_api_requests_total", "Requests the reconcilers sent to the API server.", ["verb"])
 
 __all__ = ["FIELD_MANAGER", "ApiException", "Kube", "load_api_client"]
 
@@ -54,6 +56,7 @@ class Kube:
         content_type: str | None = None,
         accept: str = "application/json",
     ) -> bytes:
+        API_REQUESTS.labels(verb=method).inc()
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type

@@ -17,17 +17,9 @@ from typing import Any
 import pytest
 
 from devtools.cluster_testing import ClusterHandle, wait_for
-from devtools.operator import OperatorProcess
+from devtools.operator import OperatorProcess, apply_crds, operator_writes, write_operator_kubeconfig
 
-from .operator_env import (
-    apply_crds,
-    condition,
-    kjson,
-    operator_writes,
-    reference_files,
-    running_operator,
-    write_operator_kubeconfig,
-)
+from .operator_env import condition, kjson, reference_files, running_operator
 
 pytestmark = pytest.mark.integration
 NS = "kimi-k2-instruct"
