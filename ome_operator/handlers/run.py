@@ -13,13 +13,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import kopf
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ome_operator.kube.client import Kube, load_api_client
 from ome_operator.render.context import Settings
-
-from .wiring import Operator, build_registry
 
 log = logging.getLogger("ome_operator")
 
@@ -158,6 +154,13 @@ def serve_health(listen: str, ready: threading.Event, alive: threading.Event) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: the download Jobs run the same CLI and should not pay for kopf at start-up.
+    import kopf
+
+    from ome_operator.kube.client import Kube, load_api_client
+
+    from .wiring import Operator, build_registry
+
     setup_logging(args.log_format, args.log_level)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too

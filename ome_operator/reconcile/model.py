@@ -87,16 +87,18 @@ def compute_metadata(summary: Obj) -> Obj:
     """Map the downloader's summary onto status.metadata (only facts, never credentials)."""
     found = summary.get("metadata")
     meta: Obj = found if isinstance(found, dict) else {}
+    found_framework = meta.get("modelFramework")
+    framework: Obj = found_framework if isinstance(found_framework, dict) else {}
     mapping = {
         "commit": summary.get("commit"),
-        "architecture": meta.get("architecture"),
-        "modelType": meta.get("modelType") or meta.get("model_type"),
-        "parameterCount": meta.get("parameterCount") or meta.get("parameter_count"),
-        "parameterSize": meta.get("parameterSize") or meta.get("parameter_size"),
+        "architecture": meta.get("modelArchitecture"),
+        "modelType": meta.get("modelType"),
+        "parameterCount": meta.get("parameterCount"),
+        "parameterSize": meta.get("modelParameterSize"),
         "dtype": meta.get("dtype"),
         "quantization": meta.get("quantization"),
-        "maxTokens": meta.get("maxTokens") or meta.get("max_context"),
-        "transformersVersion": meta.get("transformersVersion") or meta.get("transformers_version"),
+        "maxTokens": meta.get("maxTokens"),
+        "transformersVersion": framework.get("version") if framework.get("name") == "transformers" else None,
         "sizeBytes": summary.get("bytes"),
         "files": summary.get("files"),
     }

@@ -19,6 +19,9 @@ from .merge import Obj
 
 COMPONENT = "model-download"
 DOWNLOAD_USER = 65532
+# `ome-operator download` exits 3 when retrying cannot help (bad URI, no access, refused format).
+EXIT_PERMANENT = 3
+PVC_MOUNT = "/mnt/pvc"
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,19 @@ def _token_env(mctx: ModelContext) -> list[Obj]:
     ]
 
 
+def _pvc_claim(storage_uri: str) -> str | None:
+    """pvc://[ns:]claim/sub -> claim (the Job mounts the claim; the namespace must be the Job's)."""
+    if not storage_uri.startswith("pvc://"):
+        return None
+    ref = storage_uri.removeprefix("pvc://").split("/", 1)[0]
+    return ref.split(":", 1)[-1]
+
+
 def render_download_job(mctx: ModelContext, node: str) -> Obj:
     settings = mctx.settings
     storage = mctx.model.spec.storage
-    dest = model_path(mctx.model, settings)
+    claim = _pvc_claim(storage.storage_uri)
+    dest = PVC_MOUNT if claim else model_path(mctx.model, settings)
     args = [
         "download",
         storage.storage_uri,
@@ -129,25 +141,52 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
     env.extend(_token_env(mctx))
     node_labels = {names.LABEL_NODE: names.short_hash(node, 10)}
+    restricted = {
+        "runAsNonRoot": True,
+        "runAsUser": DOWNLOAD_USER,
+        "runAsGroup": DOWNLOAD_USER,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
     container: Obj = {
         "name": "download",
         "image": settings.image,
         "args": args,
         **({"env": env} if env else {}),
         "volumeMounts": [
-            {"name": "models", "mountPath": dest},
+            {"name": "models", "mountPath": dest, **({"readOnly": True} if claim else {})},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": DOWNLOAD_USER,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": restricted,
         "terminationMessagePolicy": "File",
     }
+    models_volume: Obj = (
+        {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        if claim
+        else {"name": "models", "hostPath": {"path": dest, "type": "DirectoryOrCreate"}}
+    )
+    init: list[Obj] = []
+    if not claim:
+        # The kubelet creates a missing hostPath directory as root, and fsGroup does not apply to
+        # hostPath: hand the directory (not its contents) to the download user, with CHOWN only.
+        init.append(
+            {
+                "name": "prepare-dest",
+                "image": settings.image,
+                "command": ["python3", "-c", f"import os; os.chown({dest!r}, {DOWNLOAD_USER}, {DOWNLOAD_USER})"],
+                "volumeMounts": [{"name": "models", "mountPath": dest}],
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+                "securityContext": {
+                    "runAsNonRoot": False,
+                    "runAsUser": 0,
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+                },
+            }
+        )
     pod_spec: Obj = {
         "restartPolicy": "Never",
         "serviceAccountName": mctx.resources_name,
@@ -162,12 +201,10 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         },
         # GPU nodes are commonly tainted; the copy must land on exactly the nodes that will serve it.
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        **({"initContainers": init} if init else {}),
         "containers": [container],
-        "volumes": [
-            {"name": "models", "hostPath": {"path": dest, "type": "DirectoryOrCreate"}},
-            {"name": "tmp", "emptyDir": {}},
-        ],
+        "volumes": [models_volume, {"name": "tmp", "emptyDir": {}}],
     }
     return {
         "apiVersion": "batch/v1",
@@ -178,6 +215,15 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         },
         "spec": {
             "backoffLimit": settings.download_backoff_limit,
+            # Retries back off exponentially (Job controller); a permanent failure is not retried.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"containerName": "download", "operator": "In", "values": [EXIT_PERMANENT]},
+                    }
+                ]
+            },
             "template": {"metadata": {"labels": {**mctx.labels(), **node_labels}}, "spec": pod_spec},
         },
     }
