@@ -135,7 +135,9 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             if kind == "InferenceService":
                 # The model lists who uses it (condition InUse): let it see this one come and go.
                 model = ((body.get("spec") or {}).get("model") or {}).get("name")
-                if model:
+                known = op.uses.get(key, (None, None))[0]
+                # Status-only updates (most MODIFIED events) do not change who uses which model.
+                if model and (type != "MODIFIED" or model != known):
                     op.queue.add(("ClusterBaseModel", None, model))
                     op.queue.add(("BaseModel", key[1], model))
             else:
