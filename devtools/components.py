@@ -145,6 +145,10 @@ def argv(d: Path, ports: dict[str, int], certs: pki.Pki, audit_log: Path) -> dic
             f"--service-account-signing-key-file={certs.sa_key}",
             f"--kubelet-client-certificate={kubelet_client.cert}",
             f"--kubelet-client-key={kubelet_client.key}",
+            # logs, exec and port-forward dial the node; by default the apiserver tries the node's
+            # hostname first, which means a DNS query to the host's resolver (off loopback). Only
+            # ever dial the loopback InternalIP.
+            "--kubelet-preferred-address-types=InternalIP",
             # Webhooks and aggregated APIs get reached through endpoints, never through a ClusterIP.
             "--enable-aggregator-routing=true",
             f"--audit-policy-file={d / 'audit-policy.yaml'}",
