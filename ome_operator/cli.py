@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = sub.add_parser("render", help="print every object the operator would create (offline, no cluster)")
     _add_input_arguments(render)
-    render.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="output format")
+    render.add_argument(
+        "-o", "--output", choices=("yaml", "json", "name"), default="yaml", help="output format (name: kind/name lines)"
+    )
 
     plan = sub.add_parser("plan", help="components, groups, nodes, GPUs, weight memory and cost (offline)")
     _add_input_arguments(plan)
@@ -95,7 +97,12 @@ def run_render(args: argparse.Namespace) -> int:
     bundle = load_and_render(args)
     if bundle is None:
         return 1
-    if args.output == "json":
+    if args.output == "name":
+        for obj in bundle.objects:
+            meta = obj["metadata"]
+            where = f"{meta['namespace']}/" if meta.get("namespace") else ""
+            print(f"{obj['kind'].lower()}/{where}{meta['name']}")
+    elif args.output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": bundle.objects}, indent=2))
     else:
         print(yaml.safe_dump_all(bundle.objects, sort_keys=False, default_flow_style=False), end="")
