@@ -143,7 +143,7 @@ class _State:
             name=data["name"],
             nodes=data["nodes"],
             bin_dir=data["bin_dir"],
-            owner=Proc(**data["owner"]),
+            owner=Proc(**data["owner"]) if "owner" in data else Proc("owner", -1, -1),
             ports=data["ports"],
             procs=[Proc(**p) for p in data["procs"]],
             ready=data.get("ready", False),
@@ -228,9 +228,10 @@ class LocalCluster:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        # Beside, not inside, the state dir: stop() removes the state dir while holding it.
-        CLUSTERS_DIR.mkdir(parents=True, exist_ok=True)
-        lock_path = self.dir.parent / f".{self.dir.name}.lock"
+        # Outside the state dir: stop() removes the state dir while holding the lock.
+        locks = self.dir.parent / ".locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        lock_path = locks / f"{self.dir.name}.lock"
         with open(lock_path, "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
@@ -250,7 +251,7 @@ class LocalCluster:
                 log(f"cluster {self.name!r}: removing leftovers of an earlier run")
                 self._stop_locked()
             elif self.dir.exists():
-                shutil.rmtree(self.dir)
+                self._stop_locked()  # unreadable state: its processes are still found by their flags
             bin_dir = self.bin_dir
             for attempt in range(3):
                 try:
@@ -352,17 +353,40 @@ class LocalCluster:
 
     def _stop_locked(self) -> None:
         state = self._read_state()
-        procs = {p.name: p for p in state.procs} if state else {}
+        procs = {p.pid: p for p in state.procs} if state else {}
+        for p in self._processes_using_dir():
+            procs.setdefault(p.pid, p)
         # Clients before the apiserver before etcd: an apiserver whose etcd is gone spends its
         # whole shutdown grace period retrying.
         for wave in (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",)):
-            self._terminate([procs[n] for n in wave if n in procs and procs[n].alive()])
+            self._terminate([p for p in procs.values() if p.name in wave and p.alive()])
         for popen in self._children.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(timeout=1)
         self._children.clear()
         if self.dir.exists():
             shutil.rmtree(self.dir)
+
+    def _processes_using_dir(self) -> list[Proc]:
+        """Component processes whose flags name this cluster's state dir.
+
+        Normally the same as the pids in state.json; this finds them when that file is gone or
+        unreadable, so such a cluster is still stopped instead of left running without its files.
+        """
+        marker = f"{self.dir}/"
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            name = Path(args[0]).name
+            ticks = _proc_start_ticks(int(entry.name))
+            if name in components.COMPONENTS and ticks is not None and any(marker in a for a in args[1:]):
+                found.append(Proc(name, int(entry.name), ticks))
+        return found
 
     def _terminate(self, live: list[Proc]) -> None:
         for p in live:
