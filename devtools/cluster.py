@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from typing import Any
 
 from devtools import components, pki
 from devtools.nodes import CLUSTER_LABEL, H200, NodeShape, node_manifest
+from devtools.procs import Proc, free_port, pdeathsig_preexec, probe, processes_with_arg, start_ticks
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("OME_CACHE", str(Path.home() / ".cache" / "ome-operator")))
@@ -87,34 +86,6 @@ def kubectl_path() -> Path:
     return Path(found)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """Start time of a live, non-zombie process, to tell our process from a recycled pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-@dataclass
-class Proc:
-    name: str
-    pid: int
-    start_ticks: int
-
-    def alive(self) -> bool:
-        return _proc_start_ticks(self.pid) == self.start_ticks
-
-
 @dataclass
 class _State:
     name: str
@@ -155,15 +126,6 @@ class ComponentFailed(ClusterError):
         super().__init__(f"{component} {reason}; last lines of its log:\n{log_tail}")
         self.component = component
         self.log_tail = log_tail
-
-
-def _set_pdeathsig() -> None:
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    # SIGKILL, not SIGTERM: an apiserver whose etcd got the same signal shuts down for ~10 s; the
-    # cluster is disposable anyway.
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class LocalCluster:
@@ -286,7 +248,7 @@ class LocalCluster:
         t0 = time.monotonic()
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         ports = {k: free_port() for k in components.PORTS}
-        me = Proc("owner", os.getpid(), _proc_start_ticks(os.getpid()) or -1)
+        me = Proc("owner", os.getpid(), start_ticks(os.getpid()) or -1)
         state = _State(name=self.name, nodes=self.nodes, bin_dir=str(bin_dir), owner=me, ports=ports)
         self._write_state(state)
         certs = pki.generate(self.dir / "pki", components.SERVICE_IP)
@@ -326,10 +288,10 @@ class LocalCluster:
                 # Own process group, so stop() can signal everything the component forks and a
                 # terminal's Ctrl-C aimed at `make` does not reach it.
                 start_new_session=True,
-                preexec_fn=_set_pdeathsig if self.die_with_parent else None,
+                preexec_fn=pdeathsig_preexec() if self.die_with_parent else None,
             )
         self._children[comp] = popen
-        ticks = _proc_start_ticks(popen.pid)
+        ticks = start_ticks(popen.pid)
         return Proc(name=comp, pid=popen.pid, start_ticks=ticks if ticks is not None else -1)
 
     def _tail(self, comp: str, lines: int = 40) -> str:
@@ -343,7 +305,7 @@ class LocalCluster:
         deadline = time.monotonic() + self.component_timeout
         while True:
             self._check_alive(proc.name)
-            if _probe(url, ctx):
+            if probe(url, ctx):
                 return
             if time.monotonic() > deadline:
                 raise ComponentFailed(
@@ -368,25 +330,9 @@ class LocalCluster:
             shutil.rmtree(self.dir)
 
     def _processes_using_dir(self) -> list[Proc]:
-        """Component processes whose flags name this cluster's state dir.
-
-        Normally the same as the pids in state.json; this finds them when that file is gone or
-        unreadable, so such a cluster is still stopped instead of left running without its files.
-        """
-        marker = f"{self.dir}/"
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            name = Path(args[0]).name
-            ticks = _proc_start_ticks(int(entry.name))
-            if name in components.COMPONENTS and ticks is not None and any(marker in a for a in args[1:]):
-                found.append(Proc(name, int(entry.name), ticks))
-        return found
+        # Normally the same pids as state.json; this finds them when that file is gone or
+        # unreadable, so such a cluster still gets stopped instead of left running without its files.
+        return processes_with_arg(f"{self.dir}/", components.COMPONENTS)
 
     def _terminate(self, live: list[Proc]) -> None:
         for p in live:
@@ -473,24 +419,6 @@ class LocalCluster:
 
 def _node_ready(node: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
-
-
-def _probe(url: str, ctx: ssl.SSLContext) -> bool:
-    scheme, rest = url.split("://", 1)
-    hostport, _, path = rest.partition("/")
-    host, port = hostport.rsplit(":", 1)
-    conn: http.client.HTTPConnection
-    if scheme == "https":
-        conn = http.client.HTTPSConnection(host, int(port), timeout=2, context=ctx)
-    else:
-        conn = http.client.HTTPConnection(host, int(port), timeout=2)
-    try:
-        conn.request("GET", "/" + path)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 def reap_orphans(prefix: str) -> None:
