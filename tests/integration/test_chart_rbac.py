@@ -116,7 +116,8 @@ def adopt_existing_crds(cluster: ClusterHandle) -> None:
         if proc.returncode != 0:
             continue
         annotations = json.loads(proc.stdout)["metadata"].get("annotations") or {}
-        if annotations.get("meta.helm.sh/release-name") == CRD_RELEASE:
+        owner = (annotations.get("meta.helm.sh/release-name"), annotations.get("meta.helm.sh/release-namespace"))
+        if owner == (CRD_RELEASE, NAMESPACE):
             continue
         cluster.kubectl("label", "--overwrite", "crd", name, "app.kubernetes.io/managed-by=Helm")
         cluster.kubectl(
@@ -125,7 +126,7 @@ def adopt_existing_crds(cluster: ClusterHandle) -> None:
             "crd",
             name,
             f"meta.helm.sh/release-name={CRD_RELEASE}",
-            "meta.helm.sh/release-namespace=default",
+            f"meta.helm.sh/release-namespace={NAMESPACE}",
         )
 
 
@@ -135,7 +136,10 @@ def charts(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
     namespace_existed = cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode == 0
     try:
         adopt_existing_crds(cluster)
-        helm(cluster, "install", CRD_RELEASE, str(CRD_CHART), "--namespace=default", "--wait")
+        # As the README installs them: both releases in the operator's namespace.
+        helm(
+            cluster, "install", CRD_RELEASE, str(CRD_CHART), f"--namespace={NAMESPACE}", "--create-namespace", "--wait"
+        )
         cluster.kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/managed-by=Helm")
         helm(
             cluster,
@@ -143,7 +147,6 @@ def charts(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
             RELEASE,
             str(CHART),
             f"--namespace={NAMESPACE}",
-            "--create-namespace",
             "--set=replicas=0",
             "--wait",
             "--timeout=2m",
@@ -153,7 +156,7 @@ def charts(cluster: ClusterHandle) -> Iterator[ClusterHandle]:
         helm(cluster, "uninstall", RELEASE, f"--namespace={NAMESPACE}", "--wait", check=False)
         # The CRDs stay (helm.sh/resource-policy: keep), as they do for users: deleting a CRD deletes
         # every model and InferenceService with it.
-        helm(cluster, "uninstall", CRD_RELEASE, "--namespace=default", check=False)
+        helm(cluster, "uninstall", CRD_RELEASE, f"--namespace={NAMESPACE}", check=False)
         if not namespace_existed:
             cluster.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=120s", check=False)
 
