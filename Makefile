@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export GOTOOLCHAIN := local
 
-.PHONY: install test lint unit integration crds golden sglang-flags cluster-bins cluster-up cluster-down \
+.PHONY: install test lint unit integration crds golden charts sglang-flags cluster-bins cluster-up cluster-down \
         hub-up hub-down demo demo-down bench bench-download clean
 
 install: $(STAMP)
@@ -40,8 +40,12 @@ integration: install cluster-bins
 crds: install
 	$(BIN)/python -m ome_operator.schema
 
-golden: install
-	$(BIN)/pytest tests/golden -q --update-golden
+golden: install cluster-bins
+	$(BIN)/pytest tests/golden tests/charts -q --update-golden
+
+# helm lint, rendered charts vs tests/charts/golden, dashboard metrics, values documentation.
+charts: install cluster-bins
+	$(BIN)/pytest tests/charts -q
 
 sglang-flags:
 	$(PY) hack/sglang_flags.py
