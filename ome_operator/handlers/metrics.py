@@ -16,6 +16,17 @@ OBJECTS = Gauge(
     "ome_objects", "Objects by kind and state (InferenceService: Ready status; models: state).", ["kind", "state"]
 )
 DOWNLOAD_JOBS = Gauge("ome_download_jobs", "Model download Jobs by phase.", ["phase"])
+DOWNLOAD_COMPLETED_BYTES = Gauge(
+    "ome_download_completed_bytes",
+    "Bytes of a model verified on a node so far (its download Job's progress).",
+    ["model", "node"],
+)
+DOWNLOAD_TOTAL_BYTES = Gauge(
+    "ome_download_total_bytes", "Bytes of a model a node's download Job must hold.", ["model", "node"]
+)
+DOWNLOAD_SPEED = Gauge(
+    "ome_download_speed_bytes_per_second", "Download throughput of a model on a node.", ["model", "node"]
+)
 QUEUE_DEPTH = Gauge("ome_work_queue_depth", "Objects waiting for or in a reconcile pass.")
 
 

@@ -18,7 +18,7 @@ import kopf
 from ome_operator.api import GROUP, VERSION
 from ome_operator.kube.client import Kube
 from ome_operator.reconcile.isvc import reconcile_inference_service
-from ome_operator.reconcile.model import cleanup_model, reconcile_model
+from ome_operator.reconcile.model import ModelOutcome, cleanup_model, reconcile_model
 from ome_operator.render import names
 from ome_operator.render.context import Settings
 
@@ -58,6 +58,7 @@ class Operator:
     models: set[Key] = field(default_factory=set)
     download_phases: dict[Key, dict[str, int]] = field(default_factory=dict)
     node_labels: dict[str, dict[str, str] | None] = field(default_factory=dict)
+    progress_series: dict[Key, set[tuple[str, str]]] = field(default_factory=dict)
     states: metrics.StateBook = field(default_factory=metrics.StateBook)
     now: Callable[[], str] = utc_now
 
@@ -92,12 +93,29 @@ class Operator:
             self.download_phases.pop(key, None)
         else:
             self.download_phases[key] = result.phases
+        self._publish_progress(key, result)
         totals: dict[str, int] = {}
         for phases in self.download_phases.values():
             for phase, count in phases.items():
                 totals[phase] = totals.get(phase, 0) + count
         for phase in ("Pending", "Running", "Succeeded", "Failed"):
             metrics.DOWNLOAD_JOBS.labels(phase=phase).set(totals.get(phase, 0))
+
+    def _publish_progress(self, key: Key, result: ModelOutcome | None) -> None:
+        """Per-node download gauges; series of nodes or models that went away are removed."""
+        gauges = (metrics.DOWNLOAD_COMPLETED_BYTES, metrics.DOWNLOAD_TOTAL_BYTES, metrics.DOWNLOAD_SPEED)
+        fields = ("completedBytes", "totalBytes", "speedBytesPerSec")
+        previous = self.progress_series.pop(key, set())
+        current: set[tuple[str, str]] = set()
+        if result is not None:
+            for node, snapshot in result.progress.items():
+                for gauge, name in zip(gauges, fields, strict=True):
+                    gauge.labels(model=result.label, node=node).set(float(snapshot.get(name) or 0))
+                current.add((result.label, node))
+            self.progress_series[key] = current
+        for series in previous - current:
+            for gauge in gauges:
+                gauge.remove(*series)
 
     # --- what re-queues what -------------------------------------------------------------
     def enqueue_services_using(self, model: str | None = None, runtime: str | None = None) -> None:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 class ModelOutcome:
     state: str
     phases: dict[str, int]
+    label: str  # the ome.io/model label value, e.g. cluster.kimi-k2-instruct
+    progress: dict[str, Obj]  # node -> the download Job's latest progress snapshot
 
 
 Obj = dict[str, Any]
@@ -180,7 +182,8 @@ def reconcile_model(
     phases: dict[str, int] = {}
     for download in downloads:
         phases[download.phase] = phases.get(download.phase, 0) + 1
-    return ModelOutcome(str(status.get("state")), phases)
+    progress_by_node = {d.node: d.progress for d in downloads if d.progress}
+    return ModelOutcome(str(status.get("state")), phases, mctx.labels()[names.LABEL_MODEL], progress_by_node)
 
 
 def cleanup_model(kube: Kube, kind: str, namespace: str | None, name: str) -> None:
