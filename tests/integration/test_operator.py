@@ -159,6 +159,33 @@ def test_deleted_child_is_restored(cluster: ClusterHandle, operator: OperatorPro
     wait_ready(cluster)
 
 
+def test_deleted_model_children_are_restored(cluster: ClusterHandle, operator: OperatorProcess) -> None:
+    selector = f"ome.io/model=cluster.{ISVC}"
+    job = kjson(cluster, "get", "jobs", "-n", "ome", "-l", selector)["items"][0]["metadata"]
+    configmap = f"{ISVC}-cluster-download"
+    before = {
+        ("job", job["name"]): job["uid"],
+        ("configmap", configmap): kjson(cluster, "get", "configmap", configmap, "-n", "ome")["metadata"]["uid"],
+    }
+    for kind, name in before:
+        cluster.kubectl("delete", kind, name, "-n", "ome", "--wait=false")
+
+    def restored() -> bool:
+        for (kind, name), uid in before.items():
+            proc = cluster.kubectl("get", kind, name, "-n", "ome", "-o", "json", check=False)
+            if proc.returncode != 0 or json.loads(proc.stdout)["metadata"]["uid"] == uid:
+                return False
+        return True
+
+    wait_for(restored, timeout=20, what="the download Job and progress ConfigMap recreated")
+    wait_for(
+        lambda: kjson(cluster, "get", "clusterbasemodel", ISVC)["status"]["nodesSummary"] == "16/16",
+        timeout=60,
+        what="the model Ready on 16 nodes again",
+    )
+    wait_ready(cluster)
+
+
 def test_edited_child_is_restored(cluster: ClusterHandle, operator: OperatorProcess) -> None:
     name = f"{ISVC}-decoder-0-worker"
     cluster.kubectl("scale", "statefulset", name, "-n", NS, "--replicas=5")
