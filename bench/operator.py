@@ -19,8 +19,13 @@ import yaml
 
 from devtools.cluster import LocalCluster, find_bin_dir, kubectl_path
 from devtools.cluster_testing import ClusterHandle, wait_for
-from devtools.demo import reference_files
-from devtools.operator import OperatorProcess, apply_crds, operator_writes, write_operator_kubeconfig
+from devtools.operator import (
+    OperatorProcess,
+    apply_crds,
+    operator_writes,
+    reference_files,
+    write_operator_kubeconfig,
+)
 
 RUNS = int(os.environ.get("OME_BENCH_RUNS", "10"))
 IDLE_SECONDS = 60
@@ -54,7 +59,7 @@ def api_requests(op: OperatorProcess) -> float:
 
 
 def isvc_in(ns: str) -> str:
-    docs = list(yaml.safe_load_all(reference_files()[2].read_text()))
+    docs = list(yaml.safe_load_all(reference_files().isvc.read_text()))
     isvc = next(d for d in docs if d and d.get("kind") == "InferenceService")
     isvc["metadata"]["namespace"] = ns
     return yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, isvc])
@@ -78,7 +83,7 @@ def main() -> int:
         op = OperatorProcess(kubeconfig, workdir / "operator.log", "--resync-seconds", "30").start()
         op.wait_ready()
         files = reference_files()
-        kubectl(cluster, "apply", "-f", str(files[0]), "-f", str(files[1]))
+        kubectl(cluster, "apply", "-f", str(files.model), "-f", str(files.runtime))
         wait_for(
             lambda: (
                 json.loads(kubectl(cluster, "get", "clusterbasemodel", "kimi-k2-instruct", "-o", "json"))

@@ -19,23 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from devtools.cluster import AlreadyRunning, LocalCluster, kubectl_path
-from devtools.operator import OperatorProcess
+from devtools.operator import OperatorProcess, reference_files
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "demo"
 ISVC, NS = "kimi-k2-instruct", "kimi-k2-instruct"
-
-
-def reference_files() -> list[Path]:
-    shared = REPO.parent / "shared" / "reference" / "ome" / "config"
-    if shared.is_dir():
-        return [
-            shared / "models/moonshotai/Kimi-K2-Instruct.yaml",
-            shared / "runtimes/srt/kimi-k2-pd-rt.yaml",
-            shared / "samples/isvc/moonshotai/kimi-k2-pd.yaml",
-        ]
-    golden = REPO / "tests/golden/kimi-k2-reference/input"  # byte-identical copies
-    return [golden / "Kimi-K2-Instruct.yaml", golden / "kimi-k2-pd-rt.yaml", golden / "kimi-k2-pd.yaml"]
 
 
 def say(text: str) -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -23,6 +24,26 @@ REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE = "ome"
 OPERATOR_ACCOUNT = "ome-operator-test"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
+
+
+class ReferenceFiles(NamedTuple):
+    model: Path
+    runtime: Path
+    isvc: Path
+
+
+def reference_files() -> ReferenceFiles:
+    """OME's three Kimi K2 files, unchanged (tests/golden holds byte-identical copies, for clones
+    without the shared directory beside them)."""
+    shared = REPO.parent / "shared" / "reference" / "ome" / "config"
+    if shared.is_dir():
+        return ReferenceFiles(
+            shared / "models/moonshotai/Kimi-K2-Instruct.yaml",
+            shared / "runtimes/srt/kimi-k2-pd-rt.yaml",
+            shared / "samples/isvc/moonshotai/kimi-k2-pd.yaml",
+        )
+    golden = REPO / "tests" / "golden" / "kimi-k2-reference" / "input"
+    return ReferenceFiles(golden / "Kimi-K2-Instruct.yaml", golden / "kimi-k2-pd-rt.yaml", golden / "kimi-k2-pd.yaml")
 
 
 def free_port() -> int:

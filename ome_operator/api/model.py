@@ -153,36 +153,34 @@ _PATH_RULE = (
 )
 
 
-class ClusterBaseModel(Resource):
+def _model_crd(kind: str, plural: str, scope: str, usable_from: str) -> CrdInfo:
+    return CrdInfo(
+        kind=kind,
+        plural=plural,
+        scope=scope,
+        printer_columns=_model_columns(),
+        validations=(_STORAGE_RULE, _PATH_RULE),
+        description=f"A model whose weights the operator places on nodes, usable from {usable_from}.",
+    )
+
+
+class _ModelResource(Resource):
+    spec: BaseModelSpec = desc("The model.")
+    status: ModelStatus | None = desc("Observed state of the model.", default=None)
+
+
+class ClusterBaseModel(_ModelResource):
     """A model available to InferenceServices in every namespace."""
 
-    crd: ClassVar[CrdInfo] = CrdInfo(
-        kind="ClusterBaseModel",
-        plural="clusterbasemodels",
-        scope="Cluster",
-        printer_columns=_model_columns(),
-        validations=(_STORAGE_RULE, _PATH_RULE),
-        description="A model whose weights the operator places on nodes, usable from every namespace.",
-    )
+    crd: ClassVar[CrdInfo] = _model_crd("ClusterBaseModel", "clusterbasemodels", "Cluster", "every namespace")
     kind: str = desc("ClusterBaseModel", default="ClusterBaseModel")
-    spec: BaseModelSpec = desc("The model.")
-    status: ModelStatus | None = desc("Observed state of the model.", default=None)
 
 
-class BaseModel(Resource):
+class BaseModel(_ModelResource):
     """A model available to InferenceServices in its own namespace (OME kind BaseModel)."""
 
-    crd: ClassVar[CrdInfo] = CrdInfo(
-        kind="BaseModel",
-        plural="basemodels",
-        scope="Namespaced",
-        printer_columns=_model_columns(),
-        validations=(_STORAGE_RULE, _PATH_RULE),
-        description="A model whose weights the operator places on nodes, usable from its namespace.",
-    )
+    crd: ClassVar[CrdInfo] = _model_crd("BaseModel", "basemodels", "Namespaced", "its namespace")
     kind: str = desc("BaseModel", default="BaseModel")
-    spec: BaseModelSpec = desc("The model.")
-    status: ModelStatus | None = desc("Observed state of the model.", default=None)
 
 
 AnyModel = ClusterBaseModel | BaseModel

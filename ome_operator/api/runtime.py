@@ -137,38 +137,37 @@ _RUNTIME_RULES = (
 )
 
 
-class ClusterServingRuntime(Resource):
+def _runtime_crd(kind: str, plural: str, scope: str, usable_from: str) -> CrdInfo:
+    return CrdInfo(
+        kind=kind,
+        plural=plural,
+        scope=scope,
+        printer_columns=_runtime_columns(),
+        validations=_RUNTIME_RULES,
+        status_subresource=False,
+        description=f"How to serve a family of models, usable from {usable_from}.",
+    )
+
+
+class _RuntimeResource(Resource):
+    spec: ServingRuntimeSpec = desc("The runtime.")
+    status: Unstructured | None = desc("Unused (OME compatibility).", default=None)
+
+
+class ClusterServingRuntime(_RuntimeResource):
     """A serving runtime usable from every namespace."""
 
-    crd: ClassVar[CrdInfo] = CrdInfo(
-        kind="ClusterServingRuntime",
-        plural="clusterservingruntimes",
-        scope="Cluster",
-        printer_columns=_runtime_columns(),
-        validations=_RUNTIME_RULES,
-        status_subresource=False,
-        description="How to serve a family of models, usable from every namespace.",
+    crd: ClassVar[CrdInfo] = _runtime_crd(
+        "ClusterServingRuntime", "clusterservingruntimes", "Cluster", "every namespace"
     )
     kind: str = desc("ClusterServingRuntime", default="ClusterServingRuntime")
-    spec: ServingRuntimeSpec = desc("The runtime.")
-    status: Unstructured | None = desc("Unused (OME compatibility).", default=None)
 
 
-class ServingRuntime(Resource):
+class ServingRuntime(_RuntimeResource):
     """A serving runtime usable from its own namespace; preferred over cluster runtimes."""
 
-    crd: ClassVar[CrdInfo] = CrdInfo(
-        kind="ServingRuntime",
-        plural="servingruntimes",
-        scope="Namespaced",
-        printer_columns=_runtime_columns(),
-        validations=_RUNTIME_RULES,
-        status_subresource=False,
-        description="How to serve a family of models, usable from its namespace.",
-    )
+    crd: ClassVar[CrdInfo] = _runtime_crd("ServingRuntime", "servingruntimes", "Namespaced", "its namespace")
     kind: str = desc("ServingRuntime", default="ServingRuntime")
-    spec: ServingRuntimeSpec = desc("The runtime.")
-    status: Unstructured | None = desc("Unused (OME compatibility).", default=None)
 
 
 AnyRuntime = ClusterServingRuntime | ServingRuntime

@@ -16,22 +16,6 @@ SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "ome"
 GOLDEN_REFERENCE = REPO / "tests" / "golden" / "kimi-k2-reference" / "input"
 
 
-def reference_files() -> dict[str, Path]:
-    """OME's three Kimi K2 files, unchanged (the golden copy is byte-identical, checked by a test)."""
-    if SHARED_REFERENCE.is_dir():
-        base = SHARED_REFERENCE / "config"
-        return {
-            "model": base / "models/moonshotai/Kimi-K2-Instruct.yaml",
-            "runtime": base / "runtimes/srt/kimi-k2-pd-rt.yaml",
-            "isvc": base / "samples/isvc/moonshotai/kimi-k2-pd.yaml",
-        }
-    return {
-        "model": GOLDEN_REFERENCE / "Kimi-K2-Instruct.yaml",
-        "runtime": GOLDEN_REFERENCE / "kimi-k2-pd-rt.yaml",
-        "isvc": GOLDEN_REFERENCE / "kimi-k2-pd.yaml",
-    }
-
-
 def kjson(cluster: ClusterHandle, *args: str) -> Any:
     return json.loads(cluster.kubectl(*args, "-o", "json").stdout)
 

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from devtools.cluster_testing import ClusterHandle, wait_for
-from devtools.operator import OperatorProcess
+from devtools.operator import OperatorProcess, reference_files
 from tests.charts.dashboard import exported_series, series_in
 from tests.charts.dashboard import load as load_dashboard
 from tests.charts.dashboard import queries as dashboard_queries
@@ -90,17 +90,6 @@ ALLOWED: frozenset[tuple[str, str, str, str]] = frozenset(
 # A refusal as the API server words it, and as kopf does where it tolerates one (it then carries on
 # with less: no namespace or CRD watching), which would otherwise pass unnoticed.
 FORBIDDEN_IN_LOG = re.compile(r"\b403\b|forbidden|not enough (rbac )?permissions", re.IGNORECASE)
-
-
-def reference_files() -> list[Path]:
-    """OME's three Kimi K2 files, unchanged (tests/golden keeps a byte-identical copy)."""
-    if SHARED_REFERENCE.is_dir():
-        return [
-            SHARED_REFERENCE / "models/moonshotai/Kimi-K2-Instruct.yaml",
-            SHARED_REFERENCE / "runtimes/srt/kimi-k2-pd-rt.yaml",
-            SHARED_REFERENCE / "samples/isvc/moonshotai/kimi-k2-pd.yaml",
-        ]
-    return [GOLDEN_REFERENCE / name for name in ("Kimi-K2-Instruct.yaml", "kimi-k2-pd-rt.yaml", "kimi-k2-pd.yaml")]
 
 
 def helm(cluster: ClusterHandle, *args: str, check: bool = True) -> Any:

@@ -17,9 +17,15 @@ from typing import Any
 import pytest
 
 from devtools.cluster_testing import ClusterHandle, wait_for
-from devtools.operator import OperatorProcess, apply_crds, operator_writes, write_operator_kubeconfig
+from devtools.operator import (
+    OperatorProcess,
+    apply_crds,
+    operator_writes,
+    reference_files,
+    write_operator_kubeconfig,
+)
 
-from .operator_env import condition, kjson, reference_files, running_operator
+from .operator_env import condition, kjson, running_operator
 
 pytestmark = pytest.mark.integration
 NS = "kimi-k2-instruct"
@@ -60,8 +66,8 @@ def operator(
         finally:
             # Delete while the operator still runs: it holds the models' finalizers (node-label cleanup).
             files = reference_files()
-            cluster.kubectl("delete", "-f", str(files["isvc"]), "--ignore-not-found", "--wait=false")
-            cluster.kubectl("delete", "-f", str(files["runtime"]), "-f", str(files["model"]), "--ignore-not-found")
+            cluster.kubectl("delete", "-f", str(files.isvc), "--ignore-not-found", "--wait=false")
+            cluster.kubectl("delete", "-f", str(files.runtime), "-f", str(files.model), "--ignore-not-found")
 
 
 def isvc(cluster: ClusterHandle) -> dict[str, Any]:
@@ -93,7 +99,7 @@ def gpu_pods(cluster: ClusterHandle) -> list[dict[str, Any]]:
 
 def test_reference_files_go_ready_on_16_nodes(cluster: ClusterHandle, operator: OperatorProcess) -> None:
     files = reference_files()
-    for path in files.values():
+    for path in files:
         cluster.kubectl("apply", "-f", str(path))
     obj = wait_ready(cluster, timeout=120)
     assert obj["status"]["url"] == f"http://{ISVC}.{NS}.svc.cluster.local"
@@ -238,7 +244,7 @@ def test_runtime_edit_rolls_the_children_that_use_it(cluster: ClusterHandle, ope
         return [e["name"] for e in sts["spec"]["template"]["spec"]["containers"][0].get("env", [])]
 
     wait_for(lambda: "OME_TEST_MARK" in leader_env(), timeout=20, what="the decoder leader to carry the new env")
-    cluster.kubectl("apply", "-f", str(reference_files()["runtime"]))
+    cluster.kubectl("apply", "-f", str(reference_files().runtime))
     wait_for(lambda: "OME_TEST_MARK" not in leader_env(), timeout=20, what="the runtime edit reverted")
     wait_ready(cluster)
 
@@ -331,7 +337,7 @@ spec:
 
 def test_deleting_while_creating_leaves_nothing(cluster: ClusterHandle, operator: OperatorProcess) -> None:
     with cluster.temp_namespace("del") as ns:
-        text = reference_files()["isvc"].read_text().split("---", 2)[-1].replace(f"namespace: {NS}", f"namespace: {ns}")
+        text = reference_files().isvc.read_text().split("---", 2)[-1].replace(f"namespace: {NS}", f"namespace: {ns}")
         cluster.kubectl("apply", "-f", "-", stdin=text)
         wait_for(
             lambda: kjson(cluster, "get", "statefulsets", "-n", ns)["items"], timeout=30, what="children being created"

@@ -34,7 +34,7 @@ import yaml
 
 from devtools.cluster import kubectl_path
 from devtools.cluster_testing import ClusterHandle, wait_for
-from devtools.operator import OperatorProcess
+from devtools.operator import OperatorProcess, reference_files
 from devtools.router import (
     DiscoveredPod,
     RouterProcess,
@@ -57,20 +57,6 @@ ISVC_LABEL = "ome.io/inferenceservice"
 # The StatefulSets the operator renders for group 0; ordinal 0 is each group's leader.
 PREFILL_LEADER = f"{ISVC}-engine-0-0"
 DECODE_LEADER = f"{ISVC}-decoder-0-0"
-
-
-def reference_files() -> list[Path]:
-    """OME's three Kimi K2 files, unchanged (tests/golden holds a byte-identical copy for clones
-    without the shared directory)."""
-    shared = REPO.parent / "shared" / "reference" / "ome" / "config"
-    if shared.is_dir():
-        return [
-            shared / "models/moonshotai/Kimi-K2-Instruct.yaml",
-            shared / "runtimes/srt/kimi-k2-pd-rt.yaml",
-            shared / "samples/isvc/moonshotai/kimi-k2-pd.yaml",
-        ]
-    golden = REPO / "tests" / "golden" / "kimi-k2-reference" / "input"
-    return [golden / "Kimi-K2-Instruct.yaml", golden / "kimi-k2-pd-rt.yaml", golden / "kimi-k2-pd.yaml"]
 
 
 def kjson(cluster: ClusterHandle, *args: str) -> Any:
