@@ -70,8 +70,12 @@ def test_model_in_use_is_reported_and_deletion_removes_node_labels(
     model = kjson(cluster, "get", "clusterbasemodel", NAME)
     in_use = condition(model, "InUse")
     assert in_use.get("status") == "True" and f"{NS}/{NAME}" in in_use["message"]
-    labelled = kjson(cluster, "get", "nodes", "-l", f"{LABEL}=Ready")["items"]
-    assert len(labelled) == 16
+    # The model is Ready (OME's rule) as soon as one node holds a copy; wait for all 16.
+    wait_for(
+        lambda: len(kjson(cluster, "get", "nodes", "-l", f"{LABEL}=Ready")["items"]) == 16,
+        timeout=60,
+        what="all 16 nodes labelled Ready",
+    )
     jobs = kjson(cluster, "get", "jobs", "-n", "ome", "-l", f"ome.io/model=cluster.{NAME}")["items"]
     assert len(jobs) == 16
 
