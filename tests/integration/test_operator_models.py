@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -67,9 +68,11 @@ def test_two_peers_exactly_one_acts(cluster: ClusterHandle, peers: list[Operator
 def test_model_in_use_is_reported_and_deletion_removes_node_labels(
     cluster: ClusterHandle, peers: list[OperatorProcess]
 ) -> None:
-    model = kjson(cluster, "get", "clusterbasemodel", NAME)
-    in_use = condition(model, "InUse")
-    assert in_use.get("status") == "True" and f"{NS}/{NAME}" in in_use["message"]
+    def in_use() -> dict[str, Any]:
+        return condition(kjson(cluster, "get", "clusterbasemodel", NAME), "InUse")
+
+    cond = wait_for(lambda: in_use() or None, timeout=30, what="the model's InUse condition")
+    assert cond["status"] == "True" and f"{NS}/{NAME}" in cond["message"]
     # The model is Ready (OME's rule) as soon as one node holds a copy; wait for all 16.
     wait_for(
         lambda: len(kjson(cluster, "get", "nodes", "-l", f"{LABEL}=Ready")["items"]) == 16,
