@@ -7,6 +7,7 @@ not exceptions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -170,7 +171,7 @@ def reconcile_inference_service(
         for shape in rendered.shapes:
             obs = observe_component(shape, index_workloads(live, shape.component), pods)
             if shape.component in restarting:
-                obs = ComponentObservation(**{**obs.__dict__, "failure_message": restarting[shape.component]})
+                obs = dataclasses.replace(obs, failure_message=restarting[shape.component])
             components[shape.component] = obs
         if "router" in declared:
             router = next(

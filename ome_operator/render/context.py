@@ -21,7 +21,7 @@ class Settings:
     """Operator-wide settings that shape rendered objects."""
 
     operator_namespace: str = "ome"
-    image: str = "ghcr.io/ome-operator/ome-operator:0.1.0"
+    image: str = "ome-operator:0.1.0"
     hf_endpoint: str | None = None
     models_root: str = DEFAULT_MODELS_ROOT
     download_workers: int = 8

@@ -122,6 +122,8 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
     storage = mctx.model.spec.storage
     claim = _pvc_claim(storage.storage_uri)
     dest = PVC_MOUNT if claim else model_path(mctx.model, settings)
+    # local:// and pvc:// weights are validated where they are: mounted read-only, never written.
+    in_place = claim is not None or storage.storage_uri.startswith("local://")
     args = [
         "download",
         storage.storage_uri,
@@ -155,7 +157,7 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "args": args,
         **({"env": env} if env else {}),
         "volumeMounts": [
-            {"name": "models", "mountPath": dest, **({"readOnly": True} if claim else {})},
+            {"name": "models", "mountPath": dest, **({"readOnly": True} if in_place else {})},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
@@ -165,10 +167,10 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
     models_volume: Obj = (
         {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         if claim
-        else {"name": "models", "hostPath": {"path": dest, "type": "DirectoryOrCreate"}}
+        else {"name": "models", "hostPath": {"path": dest, "type": "Directory" if in_place else "DirectoryOrCreate"}}
     )
     init: list[Obj] = []
-    if not claim:
+    if not in_place:
         # The kubelet creates a missing hostPath directory as root, and fsGroup does not apply to
         # hostPath: hand the directory (not its contents) to the download user, with CHOWN only.
         init.append(
