@@ -89,7 +89,8 @@ ALLOWED: frozenset[tuple[str, str, str, str]] = frozenset(
 
 # A refusal as the API server words it, and as kopf does where it tolerates one (it then carries on
 # with less: no namespace or CRD watching), which would otherwise pass unnoticed.
-FORBIDDEN_IN_LOG = re.compile(r"\b403\b|forbidden|not enough (rbac )?permissions", re.IGNORECASE)
+# A 403 status, but not the milliseconds of a log timestamp such as "06:09:59,403".
+FORBIDDEN_IN_LOG = re.compile(r"(?<![,.:])\b403\b|forbidden|not enough (rbac )?permissions", re.IGNORECASE)
 
 
 def helm(cluster: ClusterHandle, *args: str, check: bool = True) -> Any:
