@@ -164,6 +164,8 @@ def reconcile_inference_service(
                 log.info("applied %s pruned %s", result.applied, result.pruned, extra={"isvc": f"{namespace}/{name}"})
             live = list(result.live.values())
         except ApiException as exc:
+            if exc.status is None or not 400 <= exc.status < 500:
+                raise  # transient: the work queue retries with backoff
             apply_error = describe_api_error(exc)
             live = existing
         pods = kube.list("Pod", namespace, selector)
