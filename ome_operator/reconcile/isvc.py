@@ -31,7 +31,7 @@ from ome_operator.status.isvc import ComponentObservation, IsvcFacts, compute_is
 from .children import apply_children, list_children
 from .events import record_event
 from .groups import restart_failed_groups
-from .observe import index_workloads, observe_component
+from .observe import index_workloads, observe_component, observe_router
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -176,13 +176,7 @@ def reconcile_inference_service(
                 obs = dataclasses.replace(obs, failure_message=restarting[shape.component])
             components[shape.component] = obs
         if "router" in declared:
-            router = next(
-                (o for o in live if o["kind"] == "Deployment" and o["metadata"]["labels"].get("component") == "router"),
-                None,
-            )
-            wanted = int(((router or {}).get("spec") or {}).get("replicas") or 0)
-            ready = int(((router or {}).get("status") or {}).get("readyReplicas") or 0)
-            components["router"] = ComponentObservation("router", wanted, min(ready, wanted), wanted, ready, 0)
+            components["router"] = observe_router(live)
 
     facts = IsvcFacts(
         generation=isvc.metadata.generation,

@@ -95,3 +95,17 @@ def index_workloads(live: list[Obj], component: str) -> dict[str, Obj]:
         elif obj["kind"] == "Deployment":
             result["Deployment"] = obj
     return result
+
+
+def observe_router(live: list[Obj]) -> ComponentObservation:
+    """Readiness of the router Deployment (pods, no GPUs, no groups beyond its replicas)."""
+    router = next(
+        (
+            o
+            for o in live
+            if o["kind"] == "Deployment" and o["metadata"]["labels"].get(names.LABEL_COMPONENT) == "router"
+        ),
+        None,
+    )
+    wanted, ready = _wanted(router), _ready(router)
+    return ComponentObservation("router", wanted, min(ready, wanted), wanted, ready, 0)

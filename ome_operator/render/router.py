@@ -5,12 +5,10 @@ The router may only get/list/watch pods in its own namespace: that is all servic
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import names
 from .context import IsvcContext
 from .merge import Obj
-from .pods import pod_part, role_runner
+from .pods import pod_metadata, pod_part, role_runner
 from .workload import ports_of
 
 ROUTER_NAME = "router"
@@ -32,9 +30,6 @@ def render_router(ctx: IsvcContext, component: Obj) -> list[Obj]:
     containers = [c for c in pod_spec.get("containers") or [] if c.get("name") != runner["name"]]
     pod_spec["containers"] = [runner, *containers]
     replicas = component.get("minReplicas")
-    template_meta: dict[str, Any] = {"labels": {**(component.get("labels") or {}), **selector}}
-    if component.get("annotations"):
-        template_meta["annotations"] = dict(component["annotations"])
     return [
         {
             "apiVersion": "v1",
@@ -61,7 +56,7 @@ def render_router(ctx: IsvcContext, component: Obj) -> list[Obj]:
             "spec": {
                 "replicas": 1 if replicas is None else int(replicas),
                 "selector": {"matchLabels": selector},
-                "template": {"metadata": template_meta, "spec": pod_spec},
+                "template": {"metadata": pod_metadata(component, selector), "spec": pod_spec},
             },
         },
         {
