@@ -90,6 +90,9 @@ def load_and_render(args: argparse.Namespace) -> Bundle | None:
         return None
     for problem in problems:
         print(problem, file=sys.stderr)
+    # Warnings (e.g. SGLang flags the image's version refuses) never change the exit code.
+    for warning in bundle.warnings if bundle is not None else []:
+        print(f"warning: {warning.kind}/{warning.name}: {warning.path}: {warning.reason}", file=sys.stderr)
     return None if problems else bundle
 
 

@@ -17,8 +17,9 @@ import yaml
 
 from .base import API_VERSION, GROUP, Resource
 from .inferenceservice import InferenceService
-from .model import STORAGE_SCHEMES, BaseModel, ClusterBaseModel
+from .model import BaseModel, ClusterBaseModel
 from .runtime import ClusterServingRuntime, ServingRuntime
+from .storage_uri import SERVED_SCHEMES as STORAGE_SCHEMES
 
 KIND_TYPES: dict[str, type[Resource]] = {
     cls.crd.kind: cls for cls in (ClusterBaseModel, BaseModel, ClusterServingRuntime, ServingRuntime, InferenceService)

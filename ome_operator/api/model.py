@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from .base import Condition, CrdInfo, OmeModel, PrinterColumn, Resource, Unstructured, desc
+from .storage_uri import SERVED_SCHEMES as STORAGE_SCHEMES
 
-STORAGE_SCHEMES = ("hf", "local", "pvc", "oci", "s3", "gs", "az")
 MODEL_STATES = ("Creating", "Importing", "In_Transit", "In_Training", "Ready", "Failed")
 
 
@@ -91,6 +91,11 @@ class DownloadProgress(OmeModel):
     eta_seconds: int | None = desc("Estimated seconds left.", default=None)
     last_updated: str | None = desc("When this progress was published.", default=None)
     message: str | None = desc("What went wrong, for a failed node.", default=None)
+    bytes_transferred: int | None = desc(
+        "Bytes received from the source so far (resumed bytes excluded).", default=None
+    )
+    elapsed_seconds: float | None = desc("Seconds since this node's download started.", default=None)
+    commit: str | None = desc("Repository commit being copied.", default=None)
 
 
 class ModelMetadata(OmeModel):

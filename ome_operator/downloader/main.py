@@ -28,13 +28,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from ome_operator.api.storage_uri import HfUri, LocalUri, PvcUri, StorageUriError, effective_revision, parse_storage_uri
 from ome_operator.downloader.kubeapi import ConfigMapPublisher, parse_configmap_ref, resolve_target
 from ome_operator.downloader.listing import ListingError
 from ome_operator.downloader.metadata import ModelFormatError
 from ome_operator.downloader.pipeline import DeliveryError, HfRequest, download_hf, validate_mounted
 from ome_operator.downloader.progress import Progress, Reporter
 from ome_operator.downloader.report import Redactor, configure_logging, env_token, write_termination_message
-from ome_operator.downloader.uri import HfUri, LocalUri, PvcUri, StorageUriError, effective_revision, parse_storage_uri
 
 LOG = logging.getLogger("ome_operator.downloader")
 

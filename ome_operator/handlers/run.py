@@ -153,6 +153,22 @@ def serve_health(listen: str, ready: threading.Event, alive: threading.Event) ->
     return server
 
 
+def check_download_namespace(kube: Any, namespace: str) -> None:
+    """Say once, at start-up, that ClusterBaseModel downloads cannot run (each model's status says it too)."""
+    try:
+        found = kube.get("Namespace", namespace)
+    except Exception as exc:  # no right to read namespaces, or the API is down: the models will say
+        log.debug("could not check the download namespace %r: %s", namespace, exc)
+        return
+    if found is None:
+        log.error(
+            'namespace "%s" does not exist: ClusterBaseModel downloads cannot run until it is created '
+            "(kubectl create namespace %s), or start the operator with --operator-namespace",
+            namespace,
+            namespace,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     # Imported here: the download Jobs run the same CLI and should not pay for kopf at start-up.
     import kopf
@@ -190,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
     server = serve_health(args.health_listen, ready, alive)
     op.queue.start()
     log.info("ome-operator starting: namespaces=%s peering=%s", args.namespace or "all", args.peering or "standalone")
+    check_download_namespace(kube, settings.operator_namespace)
     ready_flag = threading.Event()
 
     def mark_ready() -> None:

@@ -137,6 +137,22 @@ class Kube:
         result: Obj = self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
         return result
 
+    def replace_status(self, obj: Obj) -> Obj | None:
+        """PUT the object's whole status; None when its resourceVersion is stale (409 Conflict).
+
+        A replace, unlike a merge patch, removes keys that are no longer in the status, and the
+        resourceVersion makes it fail instead of overwriting a status computed from newer state.
+        """
+        meta = obj["metadata"]
+        path = info(obj["kind"]).path(meta.get("namespace"), meta["name"], "status")
+        try:
+            result: Obj = self._call("PUT", path, body=obj, content_type="application/json")
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return result
+
     def create(self, obj: Obj) -> Obj:
         meta = obj["metadata"]
         result: Obj = self._call(
@@ -151,4 +167,18 @@ class Kube:
             data = self._request("GET", info("Pod").path(namespace, name, "log"), query, accept="text/plain")
         except Exception:  # logs are best effort: the kubelet may be gone, or fake
             return None
+        return data.decode(errors="replace")
+
+    def read_pod_log(
+        self, name: str, namespace: str, container: str | None = None, tail_lines: int = 20, previous: bool = False
+    ) -> str:
+        """A pod's log tail; unlike pod_log_tail it raises ApiException, whose message says why there is none."""
+        query: list[tuple[str, Any]] = [
+            ("tailLines", tail_lines),
+            ("previous", "true" if previous else "false"),
+            ("limitBytes", 64 * 1024),  # a tail of a few lines; one runaway line must not be megabytes
+        ]
+        if container:
+            query.append(("container", container))
+        data = self._request("GET", info("Pod").path(namespace, name, "log"), query, accept="text/plain")
         return data.decode(errors="replace")

@@ -1,14 +1,13 @@
-"""Reconcile one InferenceService: resolve -> render -> apply + prune -> observe -> status.
+"""Reconcile one InferenceService: read -> resolve -> render -> apply + prune -> observe -> status.
 
 Idempotent and level-triggered: every decision is recomputed from the cluster each pass, so a
 restart at any point converges. Expected waits (model downloading, pods pending) are conditions,
-not exceptions.
+not exceptions. The resolver is the one `render` uses, so the CLI and the operator agree.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,24 +16,29 @@ from typing import Any
 import pydantic
 
 from ome_operator.api import BaseModel, ClusterBaseModel, InferenceService
+from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
+from ome_operator.api.reasons import Cond
 from ome_operator.api.runtime import AnyRuntime, ClusterServingRuntime, ServingRuntime
 from ome_operator.kube.client import ApiException, Kube
 from ome_operator.kube.resources import ISVC_CHILD_KINDS
 from ome_operator.render import names
-from ome_operator.render.bundle import resolve_runtime_for
-from ome_operator.render.context import IsvcContext, ModelRefResolved, Settings
+from ome_operator.render.context import Settings
 from ome_operator.render.isvc import render_inference_service
-from ome_operator.status.conditions import Cond, find
+from ome_operator.render.resolve import compute_structure_problems, migrate_predictor, resolve
+from ome_operator.status.conditions import find
 from ome_operator.status.isvc import ComponentObservation, IsvcFacts, compute_isvc_status
 
 from .children import apply_children, list_children
 from .events import record_event
 from .groups import restart_failed_groups
 from .observe import index_workloads, observe_component, observe_router
+from .status import describe_api_error, describe_validation_error, write_status
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+# A status write that lost a race with another writer is recomputed from a fresh read this often.
+STATUS_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -46,19 +50,21 @@ class Outcome:
     runtime: str | None = None
 
 
-def fetch_model(kube: Kube, isvc: InferenceService) -> AnyModel | None:
+def fetch_models(kube: Kube, isvc: InferenceService) -> list[AnyModel]:
+    """The models the reference may mean: a BaseModel of the namespace and a ClusterBaseModel."""
     ref = isvc.spec.model
-    if ref is None:
-        return None
+    if ref is None or not ref.name:
+        return []
+    found: list[AnyModel] = []
     if ref.kind in (None, "BaseModel"):
         raw = kube.get("BaseModel", ref.name, isvc.namespace)
         if raw is not None:
-            return BaseModel.model_validate(raw)
+            found.append(BaseModel.model_validate(raw))
     if ref.kind in (None, "ClusterBaseModel"):
         raw = kube.get("ClusterBaseModel", ref.name)
         if raw is not None:
-            return ClusterBaseModel.model_validate(raw)
-    return None
+            found.append(ClusterBaseModel.model_validate(raw))
+    return found
 
 
 def fetch_runtimes(kube: Kube, namespace: str) -> list[AnyRuntime]:
@@ -70,91 +76,52 @@ def fetch_runtimes(kube: Kube, namespace: str) -> list[AnyRuntime]:
     return runtimes
 
 
-def compute_model_condition(isvc: InferenceService, model: AnyModel | None) -> Cond:
-    if model is None:
-        name = isvc.spec.model.name if isvc.spec.model else "<none>"
-        return Cond(
-            "ModelReady",
-            False,
-            "ModelNotFound",
-            f"spec.model.name: no BaseModel {name} in namespace {isvc.namespace} and no ClusterBaseModel {name}",
-        )
-    kind = model.crd.kind
-    if model.metadata.deletion_timestamp:
-        return Cond("ModelReady", False, "ModelBeingDeleted", f"{kind} {model.name} is being deleted")
-    if model.spec.disabled:
-        return Cond("ModelReady", False, "ModelDisabled", f"{kind} {model.name} is disabled: set spec.disabled: false")
-    status = model.status
-    if status is not None and status.state == "Ready":
-        return Cond("ModelReady", True, "ModelReady", f"{kind} {model.name} ready on {status.nodes_summary} nodes")
-    detail = ""
-    if status is not None:
-        downloaded = find([c.to_dict() for c in status.conditions or []], "Downloaded")
-        detail = (downloaded or {}).get("message", "") or (status.state or "")
-    return Cond(
-        "ModelReady", False, "ModelNotReady", f"{kind} {model.name} is not ready yet: {detail or 'downloading'}"
-    )
-
-
-def _runtime_reason(text: str) -> str:
-    if "not found" in text:
-        return "RuntimeNotFound"
-    if "waiting" in text:
-        return "WaitingForModelMetadata"
-    if "cannot serve" in text or "disabled" in text:
-        return "RuntimeIncompatible"
-    return "NoRuntimeFound"
-
-
 def reconcile_inference_service(
     kube: Kube, namespace: str, name: str, settings: Settings, now: Callable[[], str]
 ) -> Outcome | None:
-    raw = kube.get("InferenceService", name, namespace)
-    if raw is None or raw["metadata"].get("deletionTimestamp"):
-        return None  # children go with it: every child has a controller ownerReference
+    for _ in range(STATUS_ATTEMPTS):
+        raw = kube.get("InferenceService", name, namespace)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return None  # children go with it: every child has a controller ownerReference
+        outcome = reconcile_once(kube, raw, settings, now)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError(f"InferenceService {namespace}/{name}: status kept changing under us; retrying later")
+
+
+def reconcile_once(kube: Kube, raw: Obj, settings: Settings, now: Callable[[], str]) -> Outcome | None:
+    """One pass; None when the status write lost a race and the pass must be recomputed."""
+    namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
     previous_status = raw.get("status") or {}
     try:
         isvc = InferenceService.model_validate(raw)
     except pydantic.ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
+        path, message = describe_validation_error(exc)
         facts = IsvcFacts(
             generation=raw["metadata"].get("generation"),
-            model=Cond("ModelReady", None, "InvalidSpec", ""),
-            runtime=Cond("RuntimeResolved", False, "InvalidSpec", f"{where}: {first['msg']}"),
-            runtime_name=None,
+            resolved=[Cond(R.SPEC_VALID, False, R.INVALID_SPEC, message, path)],
         )
-        write_status(kube, raw, compute_isvc_status(facts, previous_status, now()))
+        if not write_status(kube, raw, compute_isvc_status(facts, previous_status, now())):
+            return None
         return Outcome("False")
 
-    model = fetch_model(kube, isvc)
-    model_cond = compute_model_condition(isvc, model)
-    runtime = None
-    exclusions: list[Obj] = []
-    if model is None:
-        runtime_cond = Cond(
-            "RuntimeResolved", None, "WaitingForModel", "the model must exist before a runtime is chosen"
-        )
+    # A spec that fails on its own needs no reads: resolve() stops before it looks at models or runtimes.
+    if compute_structure_problems(migrate_predictor(isvc) or isvc):
+        models: list[AnyModel] = []
+        runtimes: list[AnyRuntime] = []
     else:
-        selection = resolve_runtime_for(isvc, model, fetch_runtimes(kube, namespace))
-        exclusions = [{"name": c.name, "kind": c.kind, "reason": why} for c, why in selection.excluded]
-        runtime = selection.runtime
-        if runtime is None:
-            path = "spec.runtime.name: " if isvc.spec.runtime else ""
-            runtime_cond = Cond("RuntimeResolved", False, _runtime_reason(selection.reason), path + selection.reason)
-        elif selection.provisional:
-            runtime_cond = Cond("RuntimeResolved", True, "ProvisionallyAccepted", selection.reason)
-        else:
-            reason = "RuntimeNamed" if isvc.spec.runtime else "RuntimeAutoSelected"
-            runtime_cond = Cond("RuntimeResolved", True, reason, selection.reason)
-
-    declared = tuple(c for c in ("engine", "decoder", "router") if getattr(isvc.spec, c) is not None)
+        models, runtimes = fetch_models(kube, isvc), fetch_runtimes(kube, namespace)
+    resolved = resolve(isvc, models, runtimes, settings)
+    selection = resolved.selection
+    runtime = selection.runtime if selection is not None else None
+    exclusions = [
+        {"name": c.name, "kind": c.kind, "reason": why} for c, why in (selection.excluded if selection else [])
+    ]
     components: dict[str, ComponentObservation] = {}
     url = None
     apply_error = ""
-    if model is not None and runtime is not None:
-        ctx = IsvcContext(isvc, runtime, ModelRefResolved.of(model, settings), settings)
-        rendered = render_inference_service(ctx)
+    if resolved.ctx is not None:
+        rendered = render_inference_service(resolved.ctx)
         url = rendered.url
         selector = f"{names.LABEL_ISVC}={name}"
         existing = list_children(kube, ISVC_CHILD_KINDS, namespace, selector)
@@ -175,48 +142,46 @@ def reconcile_inference_service(
             if shape.component in restarting:
                 obs = dataclasses.replace(obs, failure_message=restarting[shape.component])
             components[shape.component] = obs
-        if "router" in declared:
+        if "router" in resolved.declared:
             components["router"] = observe_router(live)
 
     facts = IsvcFacts(
         generation=isvc.metadata.generation,
-        model=model_cond,
-        runtime=runtime_cond,
+        resolved=resolved.conditions,
         runtime_name=runtime.name if runtime is not None else None,
         exclusions=exclusions,
         components=components,
-        declared=declared,
+        declared=resolved.declared,
         url=url,
+        applied=resolved.ctx is not None and not apply_error,
         apply_error=apply_error,
     )
     status = compute_isvc_status(facts, previous_status, now())
-    write_status(kube, raw, status)
-    ready = (find(status["conditions"], "Ready") or {}).get("status", "Unknown")
-    was = (find(previous_status.get("conditions"), "Ready") or {}).get("status")
-    if ready != was:
-        cond = find(status["conditions"], "Ready") or {}
+    if not write_status(kube, raw, status):
+        return None
+    record_transitions(kube, raw, previous_status, status)
+    model = resolved.model
+    return Outcome(
+        (find(status["conditions"], R.READY) or {}).get("status", "Unknown"),
+        model.name if model else None,
+        runtime.name if runtime else None,
+    )
+
+
+def record_transitions(kube: Kube, raw: Obj, previous: Obj, status: Obj) -> None:
+    """A Ready transition, and a newly refused SGLang flag, become Events."""
+    ready = find(status["conditions"], R.READY) or {}
+    was = find(previous.get("conditions"), R.READY) or {}
+    if ready.get("status") != was.get("status"):
+        ok = ready.get("status") == "True"
         record_event(
             kube,
             raw,
-            "Normal" if ready == "True" else "Warning",
-            "InferenceServiceReady" if ready == "True" else "InferenceServiceNotReady",
-            f"Ready={ready}: {cond.get('reason')}: {cond.get('message')}",
+            "Normal" if ok else "Warning",
+            "InferenceServiceReady" if ok else "InferenceServiceNotReady",
+            f"Ready={ready.get('status')}: {ready.get('reason')}: {ready.get('message')}",
         )
-    return Outcome(ready, model.name if model else None, runtime.name if runtime else None)
-
-
-def describe_api_error(exc: ApiException) -> str:
-    """The API server's own message (it names the field), without the HTTP noise."""
-    try:
-        body = json.loads(exc.body or "{}")
-        return str(body.get("message") or exc.reason)
-    except (ValueError, TypeError):
-        return str(exc.reason)
-
-
-def write_status(kube: Kube, raw: Obj, status: Obj) -> None:
-    """One status write per pass, and none when nothing changed."""
-    if raw.get("status") == status:
-        return
-    meta = raw["metadata"]
-    kube.merge_patch(raw["kind"], meta["name"], meta.get("namespace"), {"status": status}, subresource="status")
+    args = find(status["conditions"], R.ENGINE_ARGS_VALID) or {}
+    args_before = find(previous.get("conditions"), R.ENGINE_ARGS_VALID) or {}
+    if args.get("status") == "False" and args.get("message") != args_before.get("message"):
+        record_event(kube, raw, "Warning", R.ENGINE_ARGS_REFUSED, str(args.get("message")))

@@ -13,17 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from ome_operator.api import BaseModel, ClusterBaseModel
+from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
-from ome_operator.kube.client import Kube
+from ome_operator.api.reasons import Cond
+from ome_operator.api.storage_uri import StorageUriError, is_in_place, parse_storage_uri
+from ome_operator.kube.client import ApiException, Kube
 from ome_operator.kube.resources import MODEL_CHILD_KINDS
 from ome_operator.render import names
 from ome_operator.render.context import Settings
-from ome_operator.render.download import ModelContext, render_model
+from ome_operator.render.download import ModelContext, check_model_storage, render_model
 from ome_operator.status.model import ModelFactsObserved, NodeDownload, compute_model_status
 
 from .children import apply_children, list_children
-from .isvc import write_status
 from .nodes import apply_node_labels, resolve_target_nodes
+from .status import describe_api_error, write_status
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ class ModelOutcome:
 
 
 Obj = dict[str, Any]
-IN_PLACE_SCHEMES = ("local://", "pvc://")
+STATUS_ATTEMPTS = 3
 
 
 def parse_model(raw: Obj) -> AnyModel:
@@ -118,29 +121,72 @@ def list_referencing_services(kube: Kube, model: AnyModel) -> list[str]:
     return sorted(result)
 
 
+def in_place(model: AnyModel) -> bool:
+    try:
+        return model.spec.storage is not None and is_in_place(parse_storage_uri(model.spec.storage.storage_uri))
+    except StorageUriError:
+        return False
+
+
+def describe_apply_refusal(exc: ApiException, settings: Settings, model: AnyModel) -> Cond:
+    """A 4xx from the API server for a download object, as the condition that says what to change."""
+    message = describe_api_error(exc)
+    if exc.status == 404 and isinstance(model, ClusterBaseModel) and "namespaces" in message:
+        namespace = settings.operator_namespace
+        return Cond(
+            R.DOWNLOADED,
+            False,
+            R.DOWNLOAD_NAMESPACE_MISSING,
+            f'namespace "{namespace}" does not exist; create it or start the operator with --operator-namespace',
+        )
+    return Cond(R.DOWNLOADED, False, R.INVALID_STORAGE, f"the API server refused a download object: {message}", "spec")
+
+
 def reconcile_model(
     kube: Kube, kind: str, namespace: str | None, name: str, settings: Settings, now: Callable[[], str]
 ) -> ModelOutcome | None:
-    raw = kube.get(kind, name, namespace)
-    if raw is None or raw["metadata"].get("deletionTimestamp"):
-        return None
+    for _ in range(STATUS_ATTEMPTS):
+        raw = kube.get(kind, name, namespace)
+        if raw is None or raw["metadata"].get("deletionTimestamp"):
+            return None
+        outcome = reconcile_model_once(kube, raw, settings, now)
+        if outcome is not None:
+            return outcome
+    raise RuntimeError(f"{kind} {name}: status kept changing under us; retrying later")
+
+
+def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable[[], str]) -> ModelOutcome | None:
+    """One pass; None when the status write lost a race and the pass must be recomputed."""
     model = parse_model(raw)
+    name = model.name
     mctx = ModelContext(model, settings)
     targets, all_nodes = resolve_target_nodes(kube, model)
+    storage_problem = check_model_storage(model)
+    problem: Cond | None = None
+    if storage_problem is not None:
+        path, _, message = storage_problem.partition(": ")
+        problem = Cond(R.DOWNLOADED, False, R.INVALID_STORAGE, message, path)
+        targets = []
     desired = render_model(model, targets, settings)
     selector = f"{names.LABEL_MODEL}={mctx.labels()[names.LABEL_MODEL]}"
     existing = list_children(kube, MODEL_CHILD_KINDS, mctx.namespace, selector)
-    result = apply_children(kube, desired, existing, model.metadata.uid or "")
-    if result.applied or result.pruned:
+    try:
+        result = apply_children(kube, desired, existing, model.metadata.uid or "")
+    except ApiException as exc:
+        if exc.status is None or not 400 <= exc.status < 500:
+            raise  # transient: the work queue retries with backoff
+        problem = describe_apply_refusal(exc, settings, model)
+        log.warning("%s %s: %s", model.crd.kind, name, problem.message)
+        result = None
+    if result is not None and (result.applied or result.pruned):
         log.info("model %s: applied %s pruned %s", name, result.applied, result.pruned)
+    live = result.live if result is not None else {}
     jobs = {
-        (o["metadata"].get("annotations") or {}).get("ome.io/node", ""): o
-        for o in result.live.values()
-        if o["kind"] == "Job"
+        (o["metadata"].get("annotations") or {}).get("ome.io/node", ""): o for o in live.values() if o["kind"] == "Job"
     }
-    progress_cm = next((o for o in result.live.values() if o["kind"] == "ConfigMap"), None)
+    progress_cm = next((o for o in live.values() if o["kind"] == "ConfigMap"), None)
     progress_data = (progress_cm or {}).get("data") or {}
-    pods = kube.list("Pod", mctx.namespace, selector)
+    pods = kube.list("Pod", mctx.namespace, selector) if jobs else []
 
     downloads = []
     metadata = None
@@ -174,11 +220,13 @@ def reconcile_model(
         metadata=metadata or ((raw.get("status") or {}).get("metadata")),
         spec_architecture=model.spec.model_architecture,
         spec_parameter_size=model.spec.model_parameter_size,
-        in_place=model.spec.storage.storage_uri.startswith(IN_PLACE_SCHEMES),
+        in_place=in_place(model),
         referenced_by=list_referencing_services(kube, model),
+        problem=problem,
     )
     status = compute_model_status(facts, raw.get("status"), now())
-    write_status(kube, raw, status)
+    if not write_status(kube, raw, status):
+        return None
     phases: dict[str, int] = {}
     for download in downloads:
         phases[download.phase] = phases.get(download.phase, 0) + 1

@@ -1,21 +1,29 @@
-"""Offline rendering of a set of objects read from files: resolve references among them, then render.
+"""Offline rendering of a set of objects read from files: resolve each InferenceService, then render.
 
-The operator resolves the same references against the cluster; here the files are the cluster.
+The files are the cluster: the same resolver the operator uses (resolve.py) answers here, and its
+conditions become `error:` lines (blocking) or `warning:` lines (advisory, exit code unchanged).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ome_operator.api import BaseModel, ClusterBaseModel, InferenceService, Problem, Resource
+from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
+from ome_operator.api.reasons import Cond
 from ome_operator.api.runtime import AnyRuntime, ClusterServingRuntime, ServingRuntime
 
-from .context import IsvcContext, ModelRefResolved, Settings
+from .context import Settings
 from .download import render_model
 from .isvc import RenderedIsvc, render_inference_service
 from .merge import Obj
-from .select import ModelFacts, Selection, candidates_of, resolve_named_runtime, select_runtime
+from .resolve import Resolved, resolve
+from .select import Selection
+
+# Offline there is no download: a model that exists is as ready as the files can make it.
+_OFFLINE_IGNORED = frozenset({R.MODEL_NOT_READY})
 
 
 @dataclass
@@ -31,78 +39,63 @@ class Bundle:
     objects: list[Obj] = field(default_factory=list)
     services: list[ResolvedIsvc] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
 
 
-def resolve_model(isvc: InferenceService, models: list[AnyModel]) -> AnyModel | None:
-    """OME's lookup: a BaseModel in the InferenceService's namespace first, then a ClusterBaseModel."""
-    ref = isvc.spec.model
-    if ref is None:
-        return None
-    for model in models:
-        if model.name != ref.name:
-            continue
-        if isinstance(model, BaseModel) and model.namespace == isvc.namespace and ref.kind in (None, "BaseModel"):
-            return model
-    for model in models:
-        if isinstance(model, ClusterBaseModel) and model.name == ref.name and ref.kind in (None, "ClusterBaseModel"):
-            return model
-    return None
+def _identity(obj: Resource) -> tuple[str, str, str]:
+    return (obj.crd.kind, obj.namespace or "", obj.name)
 
 
-def resolve_runtime_for(isvc: InferenceService, model: AnyModel, runtimes: list[AnyRuntime]) -> Selection:
-    facts = ModelFacts.of(model.spec, model.status)
-    candidates = candidates_of(runtimes, isvc.namespace or "default")
-    if isvc.spec.runtime is not None:
-        return resolve_named_runtime(facts, isvc.spec.runtime.name, isvc.spec.runtime.kind, candidates)
-    return select_runtime(facts, candidates)
+def find_duplicates(objects: list[Resource]) -> list[Problem]:
+    """Two inputs with the same kind, namespace and name: the cluster would hold only one of them."""
+    counts = Counter(_identity(o) for o in objects)
+    problems = []
+    for (kind, namespace, name), count in sorted(counts.items()):
+        if count > 1:
+            where = f" in namespace {namespace}" if namespace else ""
+            problems.append(Problem(kind, name, "metadata.name", f"appears {count} times in the inputs{where}"))
+    return problems
 
 
 def render_bundle(objects: list[Resource], settings: Settings, nodes: list[str]) -> Bundle:
     models: list[AnyModel] = [o for o in objects if isinstance(o, ClusterBaseModel | BaseModel)]
     runtimes: list[AnyRuntime] = [o for o in objects if isinstance(o, ClusterServingRuntime | ServingRuntime)]
     services = [o for o in objects if isinstance(o, InferenceService)]
-    bundle = Bundle()
+    bundle = Bundle(problems=find_duplicates(objects))
+    if bundle.problems:
+        return bundle
     for model in sorted(models, key=lambda m: (m.crd.kind, m.namespace or "", m.name)):
         bundle.objects.extend(render_model(model, nodes, settings))
     for isvc in sorted(services, key=lambda s: (s.namespace or "", s.name)):
-        resolve_and_render(isvc, models, runtimes, settings, bundle)
+        add_resolved(bundle, resolve(isvc, models, runtimes, settings))
     return bundle
 
 
-def resolve_and_render(
-    isvc: InferenceService,
-    models: list[AnyModel],
-    runtimes: list[AnyRuntime],
-    settings: Settings,
-    bundle: Bundle,
-) -> None:
-    def problem(path: str, reason: str) -> None:
-        bundle.problems.append(Problem("InferenceService", isvc.name, path, reason))
+def add_resolved(bundle: Bundle, resolved: Resolved) -> None:
+    """Render what resolved cleanly; turn every condition that is not True into a line."""
+    name = resolved.isvc.name
 
-    if isvc.spec.engine is None and isvc.spec.decoder is None and isvc.spec.router is None:
-        problem("spec.engine", "declares no component: set engine (and optionally decoder and router)")
+    def line(cond: Cond) -> Problem:
+        return Problem("InferenceService", name, cond.path or f"status.conditions[{cond.type}]", cond.message)
+
+    blocking = [
+        c for c in resolved.conditions if c.type not in R.ADVISORY_CONDITIONS and c.reason not in _OFFLINE_IGNORED
+    ]
+    errors = [c for c in blocking if c.status is False]
+    # An Unknown part (waiting for metadata) is only worth a line when nothing False explains it.
+    errors = errors or [c for c in blocking if c.status is None]
+    for cond in errors:
+        if cond.type == R.SPEC_VALID and resolved.problems:
+            bundle.problems.extend(line(p) for p in resolved.problems)
+        else:
+            bundle.problems.append(line(cond))
+    bundle.warnings.extend(
+        line(c) for c in resolved.conditions if c.type in R.ADVISORY_CONDITIONS and c.status is False
+    )
+    if resolved.spec.reason == R.PREDICTOR_MIGRATED:
+        bundle.warnings.append(Problem("InferenceService", name, "spec.predictor", resolved.spec.message))
+    if resolved.ctx is None or resolved.model is None or resolved.selection is None:
         return
-    if isvc.spec.model is None:
-        problem("spec.model", "no model named")
-        return
-    model = resolve_model(isvc, models)
-    if model is None:
-        problem(
-            "spec.model.name",
-            f"model {isvc.spec.model.name!r} not found (no BaseModel in the namespace "
-            "and no ClusterBaseModel of that name among the inputs)",
-        )
-        return
-    if model.spec.disabled:
-        problem("spec.model.name", f"model {model.name!r} is disabled")
-        return
-    selection = resolve_runtime_for(isvc, model, runtimes)
-    if selection.runtime is None:
-        path = "spec.runtime.name" if isvc.spec.runtime is not None else "spec.runtime"
-        detail = "; ".join(f"{c.kind} {c.name}: {why}" for c, why in selection.excluded)
-        problem(path, selection.reason + (f" ({detail})" if detail else ""))
-        return
-    ctx = IsvcContext(isvc, selection.runtime, ModelRefResolved.of(model, settings), settings)
-    rendered = render_inference_service(ctx)
+    rendered = render_inference_service(resolved.ctx)
     bundle.objects.extend(rendered.objects)
-    bundle.services.append(ResolvedIsvc(isvc, model, selection, rendered))
+    bundle.services.append(ResolvedIsvc(resolved.isvc, resolved.model, resolved.selection, rendered))

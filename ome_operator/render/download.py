@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ome_operator.api.model import AnyModel, ClusterBaseModel
+from ome_operator.api.storage_uri import PvcUri, StorageUriError, is_in_place, parse_storage_uri
 
 from . import names
 from .context import PLACEHOLDER_UID, Settings, model_path
@@ -46,7 +47,7 @@ class ModelContext:
         scope = "cluster" if self.cluster_scoped else (self.model.namespace or "default")
         return {
             **names.standard_labels(self.model.name, COMPONENT),
-            names.LABEL_MODEL: f"{scope}.{self.model.name}",
+            names.LABEL_MODEL: names.label_value(f"{scope}.{self.model.name}"),
         }
 
     def metadata(self, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -109,21 +110,20 @@ def _token_env(mctx: ModelContext) -> list[Obj]:
     ]
 
 
-def _pvc_claim(storage_uri: str) -> str | None:
-    """pvc://[ns:]claim/sub -> claim (the Job mounts the claim; the namespace must be the Job's)."""
-    if not storage_uri.startswith("pvc://"):
-        return None
-    ref = storage_uri.removeprefix("pvc://").split("/", 1)[0]
-    return ref.split(":", 1)[-1]
+def download_source(model: AnyModel, settings: Settings) -> str:
+    """What a Job copies, as one string: a change of any part must name a new Job."""
+    storage = model.spec.storage
+    return f"{storage.storage_uri}|{model_path(model, settings)}"
 
 
 def render_download_job(mctx: ModelContext, node: str) -> Obj:
     settings = mctx.settings
     storage = mctx.model.spec.storage
-    claim = _pvc_claim(storage.storage_uri)
+    uri = parse_storage_uri(storage.storage_uri)
+    claim = uri.claim if isinstance(uri, PvcUri) else None
     dest = PVC_MOUNT if claim else model_path(mctx.model, settings)
     # local:// and pvc:// weights are validated where they are: mounted read-only, never written.
-    in_place = claim is not None or storage.storage_uri.startswith("local://")
+    in_place = is_in_place(uri)
     args = [
         "download",
         storage.storage_uri,
@@ -212,7 +212,9 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **mctx.metadata(names.download_job_name(mctx.model.name, node), node_labels),
+            **mctx.metadata(
+                names.download_job_name(mctx.model.name, node, download_source(mctx.model, settings)), node_labels
+            ),
             "annotations": {"ome.io/node": node},
         },
         "spec": {
@@ -231,7 +233,24 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
     }
 
 
+def check_model_storage(model: AnyModel) -> str | None:
+    """Why the model's storage cannot be placed on nodes ("field: reason"), or None."""
+    storage = model.spec.storage
+    if storage is None:
+        return "spec.storage: not set, so there are no weights to place on nodes; set spec.storage.storageUri"
+    try:
+        parse_storage_uri(storage.storage_uri)
+    except StorageUriError as exc:
+        return f"spec.storage.storageUri: {exc}"
+    return None
+
+
 def render_model(model: AnyModel, nodes: list[str], settings: Settings) -> list[Obj]:
-    """Everything a model needs on the cluster: progress access, then one Job per target node."""
+    """Everything a model needs on the cluster: progress access, then one Job per target node.
+
+    A model whose storage cannot be used (check_model_storage) gets nothing.
+    """
+    if check_model_storage(model) is not None:
+        return []
     mctx = ModelContext(model, settings)
     return [*render_download_access(mctx), *(render_download_job(mctx, node) for node in sorted(nodes))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 MANAGED_BY = "ome-operator"
 
@@ -37,6 +38,21 @@ def bounded_name(name: str, limit: int = MAX_NAME) -> str:
     return f"{prefix}-{digest}"
 
 
+_LABEL_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def label_value(text: str) -> str:
+    """`text` as a label value: at most 63 characters of [A-Za-z0-9._-], alphanumeric at both ends.
+
+    Characters a label may not hold become '-', and an over-long value keeps a hash of the whole,
+    so two different long names never share a label value.
+    """
+    cleaned = _LABEL_VALUE_BAD.sub("-", text).strip("-._")
+    if cleaned != text:
+        cleaned = f"{cleaned}-{short_hash(text)}".strip("-._") if cleaned else short_hash(text)
+    return bounded_name(cleaned, MAX_NAME).strip("-._")
+
+
 def component_name(isvc: str, component: str) -> str:
     return bounded_name(f"{isvc}-{component}")
 
@@ -64,9 +80,14 @@ def model_ready_label(model_name: str, namespace: str | None) -> str:
     return MODEL_LABEL_PREFIX + bounded_name(f"{middle}.{model_name}")
 
 
-def download_job_name(model_name: str, node: str) -> str:
-    # Hash the node name: node names can be long FQDNs, and the hash keeps one Job per (model, node).
-    return bounded_name(f"{model_name}-dl-{short_hash(node, 10)}")
+def download_job_name(model_name: str, node: str, source: str = "") -> str:
+    """One Job per (model, node, source): node names can be long FQDNs, so both are hashed.
+
+    `source` is what the Job copies (URI, revision, path): a Job's pod template is immutable, so an
+    edit of the model's storage must name a new Job, which replaces the old one instead of patching it.
+    """
+    suffix = short_hash(node, 10) + (f"-{short_hash(source, 6)}" if source else "")
+    return bounded_name(f"{model_name}-dl-{suffix}")
 
 
 def download_resources_name(model_name: str, namespace: str | None) -> str:
@@ -78,7 +99,7 @@ def download_resources_name(model_name: str, namespace: str | None) -> str:
 def standard_labels(instance: str, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "ome",
-        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/instance": label_value(instance),
         "app.kubernetes.io/component": component,
         "app.kubernetes.io/managed-by": MANAGED_BY,
     }

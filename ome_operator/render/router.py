@@ -56,7 +56,10 @@ def render_router(ctx: IsvcContext, component: Obj) -> list[Obj]:
             "spec": {
                 "replicas": 1 if replicas is None else int(replicas),
                 "selector": {"matchLabels": selector},
-                "template": {"metadata": pod_metadata(component, selector), "spec": pod_spec},
+                "template": {
+                    "metadata": pod_metadata(component, {**ctx.ome_pod_labels(), **selector}),
+                    "spec": pod_spec,
+                },
             },
         },
         {
@@ -69,7 +72,11 @@ def render_router(ctx: IsvcContext, component: Obj) -> list[Obj]:
 
 
 def render_entry_service(ctx: IsvcContext, entry: str, entry_component: Obj, multi_node: bool) -> Obj:
-    """The Service named after the InferenceService, port 80, in front of the router (or the engine)."""
+    """The Service named after the InferenceService in front of the router (or the engine).
+
+    Port 80 is the seed walkthrough's (`port-forward service/<isvc> 8080:80`); 8080 is the port OME's
+    docs and status URLs use. Both reach the same container port.
+    """
     selector = {names.LABEL_ISVC: ctx.name, names.LABEL_COMPONENT: entry}
     if entry != "router" and multi_node:
         selector[names.LABEL_LWS_WORKER_INDEX] = "0"
@@ -83,7 +90,10 @@ def render_entry_service(ctx: IsvcContext, entry: str, entry_component: Obj, mul
         "metadata": ctx.metadata(ctx.name, EXTERNAL_COMPONENT),
         "spec": {
             "selector": selector,
-            "ports": [{"name": "http", "port": 80, "targetPort": target, "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": target, "protocol": "TCP"},
+                {"name": "http-8080", "port": 8080, "targetPort": target, "protocol": "TCP"},
+            ],
         },
     }
 

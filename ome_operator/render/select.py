@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from ome_operator.api import BaseModelSpec, ModelStatus, ServingRuntime, SupportedModelFormat
+from ome_operator.api import reasons as R
 from ome_operator.api.model import ModelFormat
 from ome_operator.api.runtime import AnyRuntime
 
@@ -87,22 +88,35 @@ class Selection:
     """The outcome: a runtime (or none), and why each other runtime was not chosen."""
 
     runtime: AnyRuntime | None
+    code: str  # a RuntimeResolved reason from api.reasons
     provisional: bool = False  # named runtime accepted before the model's metadata is known
     reason: str = ""
     excluded: list[tuple[Candidate, str]] = field(default_factory=list)
 
 
 def _version_tuple(version: str) -> tuple[int, ...] | None:
-    parts = version.split(".")
+    """`v1.2.3` / `1.2.3` / `1.2` -> (1, 2, 3) / (1, 2, 3) / (1, 2); None for unofficial versions."""
+    parts = version.strip().removeprefix("v").split(".")
     return tuple(int(p) for p in parts) if all(p.isdigit() for p in parts) else None
 
 
+def _padded(version: tuple[int, ...], length: int) -> tuple[int, ...]:
+    return version + (0,) * (length - len(version))
+
+
 def compare_version(model_version: str, runtime_version: str, operator: str | None) -> bool:
-    """OME's rule: the model's version relative to the runtime's, by the runtime entry's operator."""
+    """OME's rule: the model's version relative to the runtime's, by the runtime entry's operator.
+
+    Equal parses both as OME does, so `1.0`, `1.0.0` and `v1.0.0` are the same version; the ordered
+    operators need the same precision on both sides.
+    """
     op = operator or "Equal"
-    if op == "Equal":
-        return model_version == runtime_version
     mv, rv = _version_tuple(model_version), _version_tuple(runtime_version)
+    if op == "Equal":
+        if mv is None or rv is None:
+            return model_version.strip() == runtime_version.strip()
+        length = max(len(mv), len(rv))
+        return _padded(mv, length) == _padded(rv, length)
     if mv is None or rv is None or len(mv) != len(rv):
         # Unofficial or differently precise versions can only be equal.
         return model_version == runtime_version
@@ -212,21 +226,22 @@ def resolve_named_runtime(facts: ModelFacts, name: str, kind: str | None, candid
     matches = [c for c in candidates if c.name == name and (kind is None or c.kind == kind)]
     matches.sort(key=lambda c: not c.namespaced)
     if not matches:
-        return Selection(None, reason=f"runtime {name!r} not found")
+        return Selection(None, R.RUNTIME_NOT_FOUND, reason=f"runtime {name!r} not found")
     chosen = matches[0]
+    if chosen.runtime.spec.disabled:
+        return Selection(None, R.RUNTIME_DISABLED, reason=f"{chosen.kind} {name} is disabled")
     if not facts.known:
-        if chosen.runtime.spec.disabled:
-            return Selection(None, reason=f"{chosen.kind} {name} is disabled")
         return Selection(
             chosen.runtime,
+            R.PROVISIONALLY_ACCEPTED,
             provisional=True,
             reason=f"{chosen.kind} {name} accepted provisionally: the model's format is not known yet; "
             "it is checked again once the download has read the weights",
         )
     why = check_runtime(facts, chosen.runtime, auto_only=False)
     if why is not None:
-        return Selection(None, reason=f"{chosen.kind} {name} cannot serve the model: {why}")
-    return Selection(chosen.runtime, reason=f"{chosen.kind} {name} named by the InferenceService")
+        return Selection(None, R.RUNTIME_INCOMPATIBLE, reason=f"{chosen.kind} {name} cannot serve the model: {why}")
+    return Selection(chosen.runtime, R.RUNTIME_NAMED, reason=f"{chosen.kind} {name} named by the InferenceService")
 
 
 def select_runtime(facts: ModelFacts, candidates: list[Candidate]) -> Selection:
@@ -234,6 +249,7 @@ def select_runtime(facts: ModelFacts, candidates: list[Candidate]) -> Selection:
     if not facts.known:
         return Selection(
             None,
+            R.WAITING_FOR_MODEL_METADATA,
             reason="waiting for the model's metadata (format, architecture, size) before selecting a runtime",
         )
     eligible: list[tuple[tuple[bool, int, float, str], Candidate]] = []
@@ -248,9 +264,11 @@ def select_runtime(facts: ModelFacts, candidates: list[Candidate]) -> Selection:
             continue
         eligible.append(((not cand.namespaced, -value, _range_distance(facts, cand.runtime), cand.name), cand))
     if not eligible:
-        return Selection(None, reason="no runtime supports the model", excluded=excluded)
+        return Selection(None, R.NO_RUNTIME_FOUND, reason="no runtime supports the model", excluded=excluded)
     eligible.sort(key=lambda pair: pair[0])
     chosen = eligible[0][1]
     for _, loser in eligible[1:]:
         excluded.append((loser, f"ranked below {chosen.kind} {chosen.name}"))
-    return Selection(chosen.runtime, reason=f"auto-selected {chosen.kind} {chosen.name}", excluded=excluded)
+    return Selection(
+        chosen.runtime, R.RUNTIME_AUTO_SELECTED, reason=f"auto-selected {chosen.kind} {chosen.name}", excluded=excluded
+    )

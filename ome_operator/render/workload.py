@@ -131,7 +131,7 @@ def render_group(ctx: IsvcContext, component_name: str, component: Obj, shape: S
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": pod_metadata(component, labels),
+                "metadata": pod_metadata(component, {**ctx.ome_pod_labels(), **labels}),
                 "spec": build_pod_spec(ctx, role_pod_fields(component, role), runner, env),
             },
         }
@@ -162,7 +162,7 @@ def render_deployment(ctx: IsvcContext, component_name: str, component: Obj, sha
         "replicas": shape.groups,
         "selector": {"matchLabels": selector},
         "template": {
-            "metadata": pod_metadata(component, selector),
+            "metadata": pod_metadata(component, {**ctx.ome_pod_labels(), **selector}),
             "spec": build_pod_spec(ctx, role_pod_fields(component, None), runner, env),
         },
     }

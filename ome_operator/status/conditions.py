@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from ome_operator.api.reasons import READY, Cond
+
 Obj = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Cond:
-    """A condition as computed this pass, before transition times are carried over."""
-
-    type: str
-    status: bool | None  # None: Unknown
-    reason: str
-    message: str = ""
-
-    @property
-    def status_text(self) -> str:
-        return "Unknown" if self.status is None else ("True" if self.status else "False")
+__all__ = ["Cond", "compute_ready", "find", "merge_conditions"]
 
 
 def merge_conditions(previous: list[Obj] | None, current: list[Cond], now: str, generation: int | None) -> list[Obj]:
@@ -33,7 +21,7 @@ def merge_conditions(previous: list[Obj] | None, current: list[Cond], now: str, 
             "type": cond.type,
             "status": cond.status_text,
             "reason": cond.reason,
-            "message": cond.message,
+            "message": cond_message(cond),
             "lastTransitionTime": since or now,
         }
         if generation is not None:
@@ -42,12 +30,19 @@ def merge_conditions(previous: list[Obj] | None, current: list[Cond], now: str, 
     return result
 
 
+def cond_message(cond: Cond) -> str:
+    """The message as written to status: it starts with the field it is about."""
+    return f"{cond.path}: {cond.message}" if cond.path else cond.message
+
+
 def compute_ready(parts: list[Cond], ready_message: str) -> Cond:
     """Ready is True only when every part is True; otherwise it carries the first part that is not."""
     for part in parts:
         if part.status is not True:
-            return Cond("Ready", False if part.status is False else None, part.reason, f"{part.type}: {part.message}")
-    return Cond("Ready", True, "Ready", ready_message)
+            return Cond(
+                READY, False if part.status is False else None, part.reason, f"{part.type}: {cond_message(part)}"
+            )
+    return Cond(READY, True, READY, ready_message)
 
 
 def find(conditions: list[Obj] | None, type_: str) -> Obj | None:

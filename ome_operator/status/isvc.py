@@ -1,7 +1,10 @@
 """An InferenceService's status from what was resolved and observed. Pure: no I/O, the clock passed in.
 
-Ready aggregates ModelReady, RuntimeResolved and one condition per declared component
-(EngineReady, DecoderReady, RouterReady): unlike OME, a pending decoder or router keeps Ready False.
+Ready aggregates SpecValid, ModelReady, RuntimeResolved, ChildrenApplied and one condition per
+declared component (EngineReady, DecoderReady, RouterReady): unlike OME, a pending decoder or router
+keeps Ready False. Advisory conditions (EngineArgsValid) are reported beside it and never gate it.
+The result is the whole status, validated by the API model: a key that no longer applies is absent,
+and the caller replaces `/status` with it.
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ome_operator.api import InferenceServiceStatus
+from ome_operator.api import reasons as R
+
 from .conditions import Cond, compute_ready, merge_conditions
 
 Obj = dict[str, Any]
-COMPONENT_CONDITIONS = {"engine": "EngineReady", "decoder": "DecoderReady", "router": "RouterReady"}
+COMPONENT_CONDITIONS = R.COMPONENT_CONDITIONS
 
 
 @dataclass(frozen=True)
@@ -35,53 +41,65 @@ class IsvcFacts:
     """Everything the status is computed from."""
 
     generation: int | None
-    model: Cond
-    runtime: Cond
-    runtime_name: str | None
+    resolved: list[Cond]  # the resolver's conditions: SpecValid, ModelReady, RuntimeResolved[, EngineArgsValid]
+    runtime_name: str | None = None
     exclusions: list[Obj] = field(default_factory=list)
     components: dict[str, ComponentObservation] = field(default_factory=dict)
     declared: tuple[str, ...] = ()
     url: str | None = None
+    applied: bool = False  # children were rendered and sent this pass
     apply_error: str = ""
 
 
 def compute_component_condition(name: str, obs: ComponentObservation | None) -> Cond:
     type_ = COMPONENT_CONDITIONS[name]
     if obs is None:
-        return Cond(type_, False, "NotCreated", f"the {name} has not been created yet")
+        return Cond(type_, False, R.NOT_CREATED, f"the {name} has not been created yet")
     if obs.failure_message:
-        return Cond(type_, False, "GroupRestarting", obs.failure_message)
+        return Cond(type_, False, R.GROUP_RESTARTING, obs.failure_message)
     if obs.groups and obs.groups_ready >= obs.groups:
         if obs.pods == obs.groups:
-            return Cond(type_, True, "Ready", f"{obs.pods_ready}/{obs.pods} pods ready")
-        return Cond(type_, True, "Ready", f"{obs.groups_ready}/{obs.groups} groups ready ({obs.pods_ready} pods)")
+            return Cond(type_, True, R.COMPONENT_READY, f"{obs.pods_ready}/{obs.pods} pods ready")
+        return Cond(
+            type_, True, R.COMPONENT_READY, f"{obs.groups_ready}/{obs.groups} groups ready ({obs.pods_ready} pods)"
+        )
     if obs.pending_message:
         return Cond(
             type_,
             False,
-            "Unschedulable",
+            R.UNSCHEDULABLE,
             f"{obs.pods_ready}/{obs.pods} pods ready; pending pods cannot be scheduled: {obs.pending_message}",
         )
-    return Cond(type_, False, "PodsNotReady", f"{obs.pods_ready}/{obs.pods} pods ready")
+    return Cond(type_, False, R.PODS_NOT_READY, f"{obs.pods_ready}/{obs.pods} pods ready")
+
+
+def compute_isvc_conditions(facts: IsvcFacts) -> list[Cond]:
+    """Ready first, then its parts, then the advisory conditions."""
+    parts = [c for c in facts.resolved if c.type not in R.ADVISORY_CONDITIONS]
+    advisory = [c for c in facts.resolved if c.type in R.ADVISORY_CONDITIONS]
+    if facts.apply_error:
+        parts.append(Cond(R.CHILDREN_APPLIED, False, R.APPLY_FAILED, facts.apply_error))
+    elif facts.applied:
+        parts.append(Cond(R.CHILDREN_APPLIED, True, R.APPLIED, "every child object is applied"))
+    if facts.applied or facts.apply_error:
+        for name in facts.declared:
+            parts.append(compute_component_condition(name, facts.components.get(name)))
+    ready = compute_ready(parts, f"serving at {facts.url}" if facts.url else "ready")
+    return [ready, *parts, *advisory]
 
 
 def compute_isvc_status(facts: IsvcFacts, previous: Obj | None, now: str) -> Obj:
-    parts = [facts.model, facts.runtime]
-    if facts.apply_error:
-        parts.append(Cond("ChildrenApplied", False, "ApplyFailed", facts.apply_error))
-    for name in facts.declared:
-        parts.append(compute_component_condition(name, facts.components.get(name)))
-    ready = compute_ready(parts, f"serving at {facts.url}" if facts.url else "ready")
-    status: Obj = {
-        "observedGeneration": facts.generation,
-        "conditions": merge_conditions((previous or {}).get("conditions"), [ready, *parts], now, facts.generation),
-    }
-    if facts.url:
+    conditions = merge_conditions(
+        (previous or {}).get("conditions"), compute_isvc_conditions(facts), now, facts.generation
+    )
+    status: Obj = {"observedGeneration": facts.generation, "conditions": conditions}
+    if facts.url and facts.applied:
         status["url"] = facts.url
         status["address"] = {"url": facts.url}
     if facts.runtime_name:
         status["runtime"] = facts.runtime_name
-    status["runtimeExclusions"] = facts.exclusions
+    if facts.exclusions:
+        status["runtimeExclusions"] = facts.exclusions
     components: Obj = {}
     for name in facts.declared:
         obs = facts.components.get(name)
@@ -99,6 +117,14 @@ def compute_isvc_status(facts: IsvcFacts, previous: Obj | None, now: str) -> Obj
         if obs.url:
             entry["url"] = obs.url
         components[name] = entry
-    status["components"] = components
-    status["gpus"] = sum(c.gpus for c in facts.components.values())
-    return {k: v for k, v in status.items() if v is not None}
+    if components:
+        status["components"] = components
+        status["gpus"] = sum(c.gpus for c in facts.components.values())
+    return normalized_status(InferenceServiceStatus, status)
+
+
+def normalized_status(model: type[InferenceServiceStatus] | Any, status: Obj) -> Obj:
+    """The status through its API model: a typo'd or undeclared key fails here, not at the API server."""
+    validated = model.model_validate(status)
+    result: Obj = validated.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return result

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ome_operator.api import ModelStatus
+from ome_operator.api import reasons as R
+from ome_operator.api.model import DownloadProgress
+
 from .conditions import Cond, merge_conditions
 
 Obj = dict[str, Any]
@@ -32,7 +36,15 @@ class ModelFactsObserved:
     spec_parameter_size: str | None = None
     in_place: bool = False  # local:// and pvc:// models: validated where they are, nothing to copy
     referenced_by: list[str] = field(default_factory=list)
-    problem: str = ""  # a spec problem that stops the download (reason, message)
+    problem: Cond | None = None  # a spec or API problem that stops the download
+
+
+_PROGRESS_KEYS = frozenset(f.alias or name for name, f in DownloadProgress.model_fields.items())
+
+
+def known_progress(snapshot: Obj) -> Obj:
+    """A Job's progress snapshot reduced to the fields status declares (the API server prunes the rest)."""
+    return {k: v for k, v in snapshot.items() if k in _PROGRESS_KEYS and v is not None}
 
 
 def compute_progress_summary(nodes: list[NodeDownload]) -> str:
@@ -56,28 +68,27 @@ def compute_model_status(facts: ModelFactsObserved, previous: Obj | None, now: s
     else:
         state = "In_Transit"
     target = len(facts.nodes)
-    if facts.problem:
-        downloaded = Cond("Downloaded", False, "InvalidStorage", facts.problem)
+    if facts.problem is not None:
+        downloaded = facts.problem
+        state = "Failed"
     elif target == 0:
-        downloaded = Cond("Downloaded", False, "NoTargetNodes", "no node matches the model's storage node selector")
+        downloaded = Cond(R.DOWNLOADED, False, R.NO_TARGET_NODES, "no node matches the model's storage node selector")
     elif len(ready) == target:
         verb = "validated in place" if facts.in_place else "verified copies"
-        downloaded = Cond("Downloaded", True, "AllNodesReady", f"{verb} on {target}/{target} nodes")
+        downloaded = Cond(R.DOWNLOADED, True, R.ALL_NODES_READY, f"{verb} on {target}/{target} nodes")
     elif failed:
         details = "; ".join(f"{n.node}: {n.message or 'failed'}" for n in facts.nodes if n.phase == "Failed")
-        downloaded = Cond("Downloaded", False, "DownloadFailed", f"{len(failed)}/{target} nodes failed: {details}")
+        downloaded = Cond(R.DOWNLOADED, False, R.DOWNLOAD_FAILED, f"{len(failed)}/{target} nodes failed: {details}")
     else:
         downloaded = Cond(
-            "Downloaded",
+            R.DOWNLOADED,
             False,
-            "Downloading",
+            R.DOWNLOADING,
             f"{len(ready)}/{target} nodes ready, {compute_progress_summary(facts.nodes)} transferred",
         )
-    conditions = [Cond("Ready", downloaded.status, downloaded.reason, downloaded.message), downloaded]
+    conditions = [Cond(R.READY, downloaded.status, downloaded.reason, downloaded.message, downloaded.path), downloaded]
     if facts.referenced_by:
-        conditions.append(
-            Cond("InUse", True, "ReferencedByInferenceService", "used by " + ", ".join(sorted(facts.referenced_by)))
-        )
+        conditions.append(Cond(R.IN_USE, True, R.REFERENCED, "used by " + ", ".join(sorted(facts.referenced_by))))
     meta = facts.metadata or {}
     status: Obj = {
         "state": state,
@@ -85,7 +96,7 @@ def compute_model_status(facts: ModelFactsObserved, previous: Obj | None, now: s
         "nodesFailed": failed,
         "nodesSummary": f"{len(ready)}/{target}",
         "progressSummary": compute_progress_summary(facts.nodes),
-        "progress": {n.node: n.progress for n in facts.nodes if n.progress},
+        "progress": {n.node: known_progress(n.progress) for n in facts.nodes if n.progress},
         "conditions": merge_conditions((previous or {}).get("conditions"), conditions, now, facts.generation),
         "observedGeneration": facts.generation,
     }
@@ -97,4 +108,6 @@ def compute_model_status(facts: ModelFactsObserved, previous: Obj | None, now: s
         status["architecture"] = architecture
     if size:
         status["parameterSize"] = size
-    return {k: v for k, v in status.items() if v is not None}
+    validated = ModelStatus.model_validate({k: v for k, v in status.items() if v is not None})
+    result: Obj = validated.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return result

@@ -11,6 +11,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from devtools.fixtures import Tensor, safetensors_bytes
+from ome_operator.api.storage_uri import (
+    HfUri,
+    LocalUri,
+    PvcUri,
+    StorageUriError,
+    effective_revision,
+    parse_storage_uri,
+)
 from ome_operator.downloader.fetch import parse_content_range_start
 from ome_operator.downloader.listing import ListingError, RemoteFile, check_safe_path, select_files, skip_reason
 from ome_operator.downloader.metadata import (
@@ -22,14 +30,6 @@ from ome_operator.downloader.metadata import (
 from ome_operator.downloader.progress import Progress, render_bar
 from ome_operator.downloader.report import Redactor, fit_termination_message
 from ome_operator.downloader.retry import backoff_delay, parse_retry_after
-from ome_operator.downloader.uri import (
-    HfUri,
-    LocalUri,
-    PvcUri,
-    StorageUriError,
-    effective_revision,
-    parse_storage_uri,
-)
 
 
 @pytest.mark.parametrize(

@@ -58,8 +58,9 @@ ALLOWED: frozenset[tuple[str, str, str, str]] = frozenset(
         for verb in ("get", "list", "watch", "patch")
     ]
     + [
-        ("ome.io", f"{resource}/status", "patch", "")
+        ("ome.io", f"{resource}/status", verb, "")
         for resource in ("inferenceservices", "clusterbasemodels", "basemodels")
+        for verb in ("update", "patch")
     ]
     + [
         ("ome.io", resource, verb, "")
@@ -325,7 +326,9 @@ def restart_a_group_and_prune_the_router(cluster: ClusterHandle, log: Path) -> N
     wait_for(recreated, timeout=90, what="the engine group recreated")
     wait_ready(cluster, log, *ISVC)
 
-    cluster.kubectl("patch", *ISVC, "--type=json", "-p", '[{"op": "remove", "path": "/spec/router"}]')
+    # PD without a router is refused (RouterRequired), so the decoder goes with it: engine-only stays valid.
+    remove = '[{"op": "remove", "path": "/spec/router"}, {"op": "remove", "path": "/spec/decoder"}]'
+    cluster.kubectl("patch", *ISVC, "--type=json", "-p", remove)
 
     def pruned() -> bool:
         assert_never_refused(log)

@@ -210,7 +210,9 @@ def test_scaling_engine_adds_a_group_without_touching_the_decoder(
         n: kjson(cluster, "get", "statefulset", n, "-n", NS)["metadata"]["resourceVersion"]
         for n in (f"{ISVC}-decoder-0", f"{ISVC}-decoder-0-worker")
     }
-    cluster.kubectl("patch", "isvc", ISVC, "-n", NS, "--type=merge", "-p", '{"spec":{"engine":{"minReplicas":2}}}')
+    # OME's file caps the engine at maxReplicas 1; growing needs both bounds (minReplicas <= maxReplicas).
+    two = '{"spec":{"engine":{"minReplicas":2,"maxReplicas":2}}}'
+    cluster.kubectl("patch", "isvc", ISVC, "-n", NS, "--type=merge", "-p", two)
 
     def unschedulable() -> dict[str, Any] | None:
         cond = condition(isvc(cluster), "EngineReady")
@@ -228,7 +230,8 @@ def test_scaling_engine_adds_a_group_without_touching_the_decoder(
     for n, rv in decoder.items():
         assert kjson(cluster, "get", "statefulset", n, "-n", NS)["metadata"]["resourceVersion"] == rv, n
 
-    cluster.kubectl("patch", "isvc", ISVC, "-n", NS, "--type=merge", "-p", '{"spec":{"engine":{"minReplicas":1}}}')
+    one = '{"spec":{"engine":{"minReplicas":1,"maxReplicas":1}}}'
+    cluster.kubectl("patch", "isvc", ISVC, "-n", NS, "--type=merge", "-p", one)
     wait_for(lambda: children(cluster) == EXPECTED_CHILDREN, timeout=30, what="the second engine group pruned")
     wait_ready(cluster)
 
@@ -357,10 +360,10 @@ def test_sigkill_at_random_points_converges(
     operator.stop()
     rng = random.Random(20261128)
     actions = [
-        '{"spec":{"engine":{"minReplicas":2}}}',
-        '{"spec":{"engine":{"minReplicas":1}}}',
-        '{"spec":{"router":{"minReplicas":2}}}',
-        '{"spec":{"router":{"minReplicas":1}}}',
+        '{"spec":{"engine":{"minReplicas":2,"maxReplicas":2}}}',
+        '{"spec":{"engine":{"minReplicas":1,"maxReplicas":1}}}',
+        '{"spec":{"router":{"minReplicas":2,"maxReplicas":2}}}',
+        '{"spec":{"router":{"minReplicas":1,"maxReplicas":1}}}',
     ]
     try:
         for round_ in range(20):

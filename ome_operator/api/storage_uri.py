@@ -6,8 +6,12 @@ Accepted (as in OME's `storage.storageUri`):
 - `local:///absolute/path`: a directory already on the node; validated, never copied;
 - `pvc://name/sub/path` or `pvc://namespace:name/sub/path`: a PersistentVolumeClaim the Job mounts;
   the sub path is relative to the claim's root.
-Everything else (s3://, gs://, oci://, http(s)://, ...) is rejected with a message that names the
-accepted forms, so the model's status can say what to change.
+OME also names `oci://`, `s3://`, `gs://` and `az://`; the downloader does not serve them yet, so
+they are refused (at admission by the CRD's CEL rule built from SERVED_SCHEMES, offline by the same
+parser) with a message that names the accepted forms, instead of failing later inside a Job.
+
+This module is the one place that knows what a storage URI means: validation, render (is a model
+served in place, which claim to mount), the downloader and reconcile all call it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ _DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 SUPPORTED = "hf://org/repo[@revision], local:///absolute/path, pvc://[namespace:]claim/sub/path"
+# Schemes the downloader serves, in the order the CRD rule and messages list them.
+SERVED_SCHEMES = ("hf", "local", "pvc")
+# Schemes OME's API names that we recognise but cannot download yet.
+UNSERVED_SCHEMES = ("oci", "s3", "gs", "az")
 
 
 class StorageUriError(ValueError):
@@ -73,6 +81,11 @@ def parse_storage_uri(uri: str) -> StorageUri:
         return _parse_local(uri, rest)
     if scheme == "pvc":
         return _parse_pvc(uri, rest)
+    if scheme in UNSERVED_SCHEMES:
+        raise StorageUriError(
+            f"unsupported storage URI scheme {scheme!r} in {uri!r} (OME's {scheme}:// is not served yet); "
+            f"use one of {SUPPORTED}"
+        )
     raise StorageUriError(f"unsupported storage URI scheme {scheme!r} in {uri!r}; use one of {SUPPORTED}")
 
 
@@ -116,6 +129,11 @@ def _clean_path(uri: str, raw: str, *, absolute: bool) -> PurePosixPath:
     if "\x00" in raw:
         raise StorageUriError(f"{uri!r}: the path contains a NUL byte")
     return path
+
+
+def is_in_place(uri: StorageUri) -> bool:
+    """local:// and pvc:// weights are served where they are: mounted read-only, never downloaded."""
+    return isinstance(uri, LocalUri | PvcUri)
 
 
 def effective_revision(uri: HfUri, flag: str | None) -> str:

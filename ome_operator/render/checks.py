@@ -1,0 +1,172 @@
+"""Checks on the merged components that keep a broken pod from being created. Pure.
+
+Each check looks at what a pod would really get (runtime defaults merged with the InferenceService)
+and returns conditions naming the field to change. Blocking problems become SpecValid=False; SGLang
+flag findings become the advisory EngineArgsValid condition, which never blocks (OME's own Kimi K2
+runtime passes a flag that current SGLang refuses, and its files must still apply and run).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+
+from ome_operator.api import limits
+from ome_operator.api import reasons as R
+from ome_operator.api.reasons import Cond
+
+from . import engine_args
+from .context import GPU_RESOURCE
+from .merge import Obj
+from .pods import role_runner
+
+ROLES = ("leader", "worker")
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[munkMGTPE]i?|Ki)?$")
+
+
+def runner_paths(component_name: str, component: Obj) -> Iterator[tuple[str, Obj]]:
+    """(field path, merged runner) for each pod role of a merged component."""
+    multi = "leader" in component or "worker" in component
+    if not multi:
+        yield f"spec.{component_name}.runner", role_runner(component, None)
+        return
+    yield f"spec.{component_name}.leader.runner", role_runner(component, "leader")
+    if int((component.get("worker") or {}).get("size") or 0) > 0:
+        yield f"spec.{component_name}.worker.runner", role_runner(component, "worker")
+
+
+def parse_gpu_count(value: object) -> int | None:
+    """A GPU quantity as a whole number, or None when it is not one ("0.5", "abc", "8x")."""
+    text = str(value).strip()
+    if not _QUANTITY.match(text):
+        return None
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None  # suffixed quantities (1k, 1Gi) are not GPU counts
+    if number != number.to_integral_value() or number < 0:
+        return None
+    return int(number)
+
+
+def check_gpus(path: str, runner: Obj) -> list[Cond]:
+    resources = runner.get("resources") or {}
+    requests = (resources.get("requests") or {}).get(GPU_RESOURCE)
+    limits = (resources.get("limits") or {}).get(GPU_RESOURCE)
+    problems = []
+    for section, value in (("requests", requests), ("limits", limits)):
+        if value is not None and parse_gpu_count(value) is None:
+            problems.append(
+                Cond(
+                    R.SPEC_VALID,
+                    False,
+                    R.INVALID_GPU_REQUEST,
+                    f"{GPU_RESOURCE} {section} {value!r} is not a whole number of GPUs",
+                    f"{path}.resources.{section}",
+                )
+            )
+    if problems:
+        return problems
+    if requests is not None and limits is not None and parse_gpu_count(requests) != parse_gpu_count(limits):
+        return [
+            Cond(
+                R.SPEC_VALID,
+                False,
+                R.INVALID_GPU_REQUEST,
+                f"{GPU_RESOURCE} requests {requests} differ from limits {limits}; Kubernetes needs them equal",
+                f"{path}.resources",
+            )
+        ]
+    return []
+
+
+def check_sizes(name: str, component: Obj) -> list[Cond]:
+    """Replica and group-size bounds, for objects admitted before the CRD enforced them."""
+    problems = []
+    bounds = (
+        ("minReplicas", component.get("minReplicas"), limits.MAX_REPLICAS),
+        ("maxReplicas", component.get("maxReplicas"), limits.MAX_REPLICAS),
+        ("worker.size", (component.get("worker") or {}).get("size"), limits.MAX_WORKER_SIZE),
+    )
+    for field_name, value, maximum in bounds:
+        if value is not None and not (isinstance(value, int) and 0 <= value <= maximum):
+            problems.append(
+                Cond(
+                    R.SPEC_VALID, False, R.INVALID_SPEC, f"{value} is outside 0..{maximum}", f"spec.{name}.{field_name}"
+                )
+            )
+    low, high = component.get("minReplicas"), component.get("maxReplicas")
+    if isinstance(low, int) and isinstance(high, int) and not problems and low > high:
+        problems.append(
+            Cond(R.SPEC_VALID, False, R.INVALID_SPEC, f"minReplicas {low} exceeds maxReplicas {high}", f"spec.{name}")
+        )
+    return problems
+
+
+def check_image(path: str, runner: Obj, runtime_name: str | None) -> list[Cond]:
+    if runner.get("image"):
+        return []
+    source = f"runtime {runtime_name} sets none either" if runtime_name else "and no runtime supplies one"
+    return [
+        Cond(
+            R.SPEC_VALID,
+            False,
+            R.CONTAINER_WITHOUT_IMAGE,
+            f"container {runner.get('name')} has no image ({source})",
+            f"{path}.image",
+        )
+    ]
+
+
+def check_components(components: dict[str, Obj], runtime_name: str | None, has_decoder_config: bool) -> list[Cond]:
+    """Blocking problems of the merged components (SpecValid=False), in a stable order."""
+    problems: list[Cond] = []
+    if "decoder" in components and not has_decoder_config and runtime_name is not None:
+        problems.append(
+            Cond(
+                R.SPEC_VALID,
+                False,
+                R.RUNTIME_NOT_DISAGGREGATED,
+                f"runtime {runtime_name} has no decoderConfig, so it is not a prefill-decode runtime; "
+                "remove spec.decoder or use a PD runtime",
+                "spec.decoder",
+            )
+        )
+    if "decoder" in components and "router" not in components:
+        problems.append(
+            Cond(
+                R.SPEC_VALID,
+                False,
+                R.ROUTER_REQUIRED,
+                "engine (prefill) and decoder are declared without a router, so no request is paired "
+                "across them; add spec.router",
+                "spec.router",
+            )
+        )
+    for name, component in components.items():
+        problems.extend(check_sizes(name, component))
+        for path, runner in runner_paths(name, component):
+            problems.extend(check_image(path, runner, runtime_name))
+            problems.extend(check_gpus(path, runner))
+    return problems
+
+
+def check_engine_flags(components: dict[str, Obj]) -> Cond | None:
+    """EngineArgsValid: every SGLang command line against the tables of the version its image names."""
+    findings: list[str] = []
+    checked = False
+    for name in ("engine", "decoder"):
+        if name not in components:
+            continue
+        for path, runner in runner_paths(name, components[name]):
+            argv = [str(a) for a in (runner.get("command") or [])] + [str(a) for a in (runner.get("args") or [])]
+            if engine_args.find_command(argv, engine_args.container_env(runner)) is None:
+                continue
+            checked = True
+            findings.extend(f"{path}: {f}" for f in engine_args.check_container(runner))
+    if not checked:
+        return None
+    if not findings:
+        return Cond(R.ENGINE_ARGS_VALID, True, R.ENGINE_ARGS_ACCEPTED, "every SGLang flag is accepted")
+    return Cond(R.ENGINE_ARGS_VALID, False, R.ENGINE_ARGS_REFUSED, "; ".join(findings))
