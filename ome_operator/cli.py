@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the operator against the cluster of KUBECONFIG or in-cluster")
     operator_run.add_arguments(run)
 
+    # --- explain (issue 9): its arguments and handler live in ome_operator.explain ---
+    from ome_operator.explain import add_arguments as add_explain_arguments
+
+    explain = sub.add_parser("explain", help="why an InferenceService or model is or is not Ready (reads the cluster)")
+    add_explain_arguments(explain)
+    # --- end explain ---
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -147,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ome_operator.downloader.main import run as run_download
 
         return run_download(args)
+    if args.command == "explain":  # issue 9
+        from ome_operator.explain import run as run_explain
+
+        return run_explain(args)
     if args.command == "version":
         from importlib.metadata import version
 

@@ -1,10 +1,11 @@
-"""Every SGLang command line we ship is one the pinned SGLang release accepts; OME's is reported.
+"""Every SGLang command line we ship is one the SGLang release its image names accepts; OME's is reported.
 
-The checker runs over ome_operator/render/sglang_flags.json, the table generated from the real
-``sglang.srt.server_args`` parser of sglang 0.5.23 (``make sglang-flags``). The same command lines
-are also fed to the real parser, in the generator's throwaway venv (sglang and a few light packages,
-torch and triton stubbed; built on first use, ~30 s, then cached), and the tables are regenerated
-and compared with the committed ones.
+The checker runs over ome_operator/render/sglang_flags/<version>.json, the tables generated from the
+real ``sglang.srt.server_args`` parsers of sglang 0.4.9.post2, 0.5.5 and 0.5.23 (``make sglang-flags``),
+picking the table(s) by each container's image tag. The same command lines are also fed to the real
+parsers, in the generator's throwaway venvs (sglang and a few light packages, torch and triton
+stubbed; built on first use, about a minute for the three, then cached), and the tables are
+regenerated and compared with the committed ones.
 """
 
 from __future__ import annotations
@@ -23,16 +24,26 @@ import pytest
 import yaml
 
 from ome_operator.render.engine_args import (
+    check_args,
     check_command_problems,
+    check_engine_command,
+    check_engine_container,
     check_pod,
     check_router_command,
     find_command,
+    image_sglang_version,
     load_table,
+    sglang_versions,
+    sglang_versions_for_image,
 )
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "ome"
+# OME's published Kimi K2 files: in shared/ next to the repository, and the same three files kept
+# in the repository as a golden case's input (so these tests never skip on a fresh clone).
+GOLDEN_REFERENCE = REPO / "tests" / "golden" / "kimi-k2-reference" / "input"
+SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "ome"
+REFERENCE = SHARED_REFERENCE if SHARED_REFERENCE.is_dir() else GOLDEN_REFERENCE
 GENERATOR = REPO / "hack" / "sglang_flags.py"
 
 pytestmark = pytest.mark.sglang
@@ -136,6 +147,22 @@ def test_catalog_engine_flags(runner: Runner) -> None:
     assert [str(p) for p in problems] == [], f"{runner.source} vs {load_table().label}"
 
 
+def image_of(runner: Runner) -> str | None:
+    image = runner.container.get("image")
+    return image if isinstance(image, str) else None
+
+
+@pytest.mark.parametrize("runner", OURS, ids=[r.source for r in OURS])
+def test_catalog_engine_flags_for_the_release_the_image_names(runner: Runner) -> None:
+    """Each runner's image names one release there is a table for, and that release's parser
+    accepts the command line with nothing to warn about."""
+    image = image_of(runner)
+    assert image_sglang_version(image) in sglang_versions(), (runner.source, image)
+    assert len(sglang_versions_for_image(image)) == 1
+    findings = check_engine_command(image, argv_of(runner), env_of(runner), abbreviations=False)
+    assert [str(f) for f in findings] == [], runner.source
+
+
 ROUTERS = routers(CONFIG)
 ROUTER_ENV = {"NAMESPACE": "kimi-k2-instruct", "INFERENCESERVICE_NAME": "kimi-k2-instruct"}
 
@@ -182,8 +209,6 @@ def test_catalog_model_runtime_pairs_match() -> None:
 
 
 def test_reference_ome_runtime_is_reported() -> None:
-    if not REFERENCE.is_dir():
-        pytest.skip(f"OME reference files not found at {REFERENCE}")
     theirs = runners(REFERENCE)
     assert theirs, "no engine/decoder runner found in the reference files"
     kinds: set[tuple[str, str | None]] = set()
@@ -195,12 +220,46 @@ def test_reference_ome_runtime_is_reported() -> None:
             print(f"    {p}")
             kinds.add((p.kind, p.flag))
     for source, argv in routers(REFERENCE):
-        problems = [str(p) for p in check_router_command(argv, ROUTER_ENV)]
-        print(f"  {source}: {problems or 'ok'}")
+        said = [str(p) for p in check_router_command(argv, ROUTER_ENV)]
+        print(f"  {source}: {said or 'ok'}")
     # The known problems must be seen, or the checker has gone blind.
     assert ("unknown", "--enable-deepep-moe") in kinds
     assert ("ambiguous", "--cuda-graph-bs") in kinds
     assert ("deprecated", "--enable-dp-attention") in kinds
+
+
+def recorded_verdicts(argv: list[str]) -> dict[str, bool]:
+    """What each release's real parser said about a probe, as recorded in its table."""
+    return {v: next(p["ok"] for p in load_table("sglang", v).probes if p["argv"] == argv) for v in sglang_versions()}
+
+
+def test_reference_kimi_runtime_per_release() -> None:
+    """OME's Kimi K2 runtime runs lmsysorg/sglang:dev, which names no release: every release we
+    have a table for is checked, and --enable-deepep-moe is reported as refused by the releases whose
+    real parser refused it (and accepted by the others), with what replaced it."""
+    theirs = runners(GOLDEN_REFERENCE)
+    assert len(theirs) == 4, [r.source for r in theirs]  # prefill and decode, leader and worker
+    deepep = recorded_verdicts(["--model-path", "/m", "--enable-deepep-moe"])
+    cuda_graph_bs = recorded_verdicts(["--model-path", "/m", "--cuda-graph-bs", "480"])
+    for runner in theirs:
+        image = image_of(runner)
+        assert image is not None and image.endswith(":dev"), image
+        assert sglang_versions_for_image(image) == sglang_versions()
+        findings = {f.flag: f for f in check_engine_command(image, argv_of(runner), env_of(runner))}
+        finding = findings["--enable-deepep-moe"]
+        assert finding.kind == "unknown"
+        assert finding.refused_by == tuple(v for v, ok in deepep.items() if not ok)
+        assert finding.accepted_by == tuple(v for v, ok in deepep.items() if ok)
+        assert finding.replacement == "--moe-a2a-backend deepep"
+        assert finding.message.endswith("; use --moe-a2a-backend deepep")
+        print(f"\n  {runner.source}:" + "".join(f"\n    {f}" for f in findings.values()))
+        if "--cuda-graph-bs" in argv_of(runner):  # the decoder's
+            graph = findings["--cuda-graph-bs"]
+            assert graph.kind == "ambiguous"
+            assert graph.refused_by == tuple(v for v, ok in cuda_graph_bs.items() if not ok)
+            assert graph.replacement is not None and "--cuda-graph-bs-decode" in graph.replacement
+        # the same container mapping, read by check_engine_container
+        assert check_engine_container(runner.container, runner.env) == list(findings.values())
 
 
 # --- the real parser, when the generator's venv is already built --------------------------------
@@ -208,34 +267,54 @@ def test_reference_ome_runtime_is_reported() -> None:
 
 @pytest.fixture(scope="module")
 def real_parser() -> None:
-    """The generator's throwaway venv (sglang 0.5.23 without GPU packages), built once per machine
-    (~30 s, cached under ~/.cache/ome-operator). OME_SGLANG_NO_VENV=1 skips the real-parser tests."""
+    """The generator's throwaway venvs (one per sglang release, without GPU packages), built once per
+    machine (about a minute for the three, cached under ~/.cache/ome-operator). OME_SGLANG_NO_VENV=1
+    skips the real-parser tests."""
     if os.environ.get("OME_SGLANG_NO_VENV"):
-        pytest.skip("OME_SGLANG_NO_VENV is set: checking against the committed table only")
+        pytest.skip("OME_SGLANG_NO_VENV is set: checking against the committed tables only")
     proc = subprocess.run(
         [sys.executable, str(GENERATOR), "--ensure-venv"], capture_output=True, text=True, check=False, timeout=900
     )
     if proc.returncode != 0:
-        pytest.skip(f"could not build the real-parser venv (the table checks still ran): {proc.stderr[-2000:]}")
+        pytest.skip(f"could not build the real-parser venvs (the table checks still ran): {proc.stderr[-2000:]}")
 
 
 def test_catalog_and_reference_against_the_real_parser(real_parser: None) -> None:
-    """The real sglang 0.5.23 parser accepts every catalog command line without a deprecation
-    warning, and rejects OME's for the reasons the checker gives."""
-    requests = []
+    """Each release's real parser, for the releases each image picks: it accepts every catalog
+    command line (its image names 0.5.23) without a deprecation warning, and judges OME's (image
+    :dev, so every release) as the checker does over that release's table."""
+    requests: list[dict[str, Any]] = []
     for runner in OURS:
         command = find_command(argv_of(runner), env_of(runner))
         assert command is not None
-        requests.append({"parser": "sglang", "argv": list(command.args), "source": runner.source, "ours": True})
+        for version in sglang_versions_for_image(image_of(runner)):
+            requests.append(
+                {
+                    "parser": "sglang",
+                    "argv": list(command.args),
+                    "version": version,
+                    "source": runner.source,
+                    "ours": True,
+                }
+            )
     for source, argv in ROUTERS:
         command = find_command(argv, ROUTER_ENV)
         assert command is not None
         requests.append({"parser": "router", "argv": list(command.args), "source": source, "ours": True})
-    if REFERENCE.is_dir():
-        for runner in runners(REFERENCE):
-            command = find_command(argv_of(runner), env_of(runner))
-            assert command is not None
-            requests.append({"parser": "sglang", "argv": list(command.args), "source": runner.source, "ours": False})
+    for runner in runners(REFERENCE):
+        command = find_command(argv_of(runner), env_of(runner))
+        assert command is not None
+        for version in sglang_versions_for_image(image_of(runner)):
+            requests.append(
+                {
+                    "parser": "sglang",
+                    "argv": list(command.args),
+                    "version": version,
+                    "source": runner.source,
+                    "ours": False,
+                }
+            )
+    assert {r["version"] for r in requests if not r["ours"]} == set(sglang_versions())
     proc = subprocess.run(
         [sys.executable, str(GENERATOR), "--parse"],
         input=json.dumps(requests),
@@ -246,14 +325,25 @@ def test_catalog_and_reference_against_the_real_parser(real_parser: None) -> Non
     )
     verdicts = json.loads(proc.stdout)
     for request, verdict in zip(requests, verdicts, strict=True):
+        where = (request["source"], request.get("version"), verdict)
         if request["ours"]:
-            assert verdict["ok"] and not verdict["warnings"], (request["source"], verdict)
-        else:
-            mine = [p for p in check_command_problems(["-m", "sglang.launch_server", *request["argv"]])]
-            errors = [p for p in mine if p.kind not in ("deprecated", "internal", "abbreviation")]
-            assert (not errors) == verdict["ok"], (request["source"], verdict, [str(p) for p in mine])
-            if verdict["warnings"]:  # (an ambiguous option aborts argparse before any action warns)
-                assert any(p.kind == "deprecated" for p in mine), request["source"]
+            assert verdict["ok"] and not verdict["warnings"], where
+            continue
+        assert verdict["version"] == request["version"]
+        mine = check_args(request["argv"], load_table("sglang", request["version"]))
+        errors = [p for p in mine if p.kind not in ("deprecated", "internal", "abbreviation")]
+        assert (not errors) == verdict["ok"], (where, [str(p) for p in mine])
+        if verdict["warnings"]:  # (an ambiguous option aborts argparse before any action warns)
+            assert any(p.kind == "deprecated" for p in mine), where
+    # and the per-release findings say the same: refused_by is exactly the refusing releases
+    for runner in runners(REFERENCE):
+        real = {
+            r["version"]: v["ok"]
+            for r, v in zip(requests, verdicts, strict=True)
+            if not r["ours"] and r["source"] == runner.source
+        }
+        findings = check_engine_command(image_of(runner), argv_of(runner), env_of(runner))
+        assert {v for f in findings for v in f.refused_by} == {v for v, ok in real.items() if not ok}, runner.source
 
 
 def test_make_sglang_flags_is_reproducible(real_parser: None) -> None:
@@ -265,10 +355,13 @@ def test_make_sglang_flags_is_reproducible(real_parser: None) -> None:
 
 
 def test_tables_name_the_versions_they_came_from() -> None:
-    table = load_table("sglang")
-    raw = json.loads((REPO / "ome_operator" / "render" / "sglang_flags.json").read_text())
-    assert raw["version"] == table.version == "0.5.23"
-    assert raw["stubbed_modules"] and all(m.split(".")[0] in ("torch", "triton") for m in raw["stubbed_modules"])
+    index = json.loads((REPO / "ome_operator" / "render" / "sglang_flags.json").read_text())
+    assert index["default"] == load_table("sglang").version == "0.5.23"
+    assert index["versions"] == list(sglang_versions()) == ["0.4.9.post2", "0.5.5", "0.5.23"]
+    for version, relative in index["tables"].items():
+        raw = json.loads((REPO / "ome_operator" / "render" / relative).read_text())
+        assert raw["version"] == load_table("sglang", version).version == version
+        assert raw["stubbed_modules"] and all(m.split(".")[0] in ("torch", "triton") for m in raw["stubbed_modules"])
     router = load_table("router")
     installed = importlib.metadata.version("sglang-router")
     assert router.version == "0.3.2", f"router table from {router.version}; dev environment has {installed}"
@@ -312,9 +405,19 @@ def test_rendered_catalog_pods_pass() -> None:
     assert checked >= 17
 
 
+def test_rendered_catalog_pods_pass_for_their_release() -> None:
+    for where, pod in rendered_pods(CONFIG):
+        for container in pod.get("containers") or []:
+            findings = check_engine_container(container, RUNTIME_ENV, abbreviations=False)
+            assert [str(f) for f in findings] == [], (where, container.get("name"))
+
+
 def test_rendered_reference_pods_are_caught() -> None:
-    if not REFERENCE.is_dir():
-        pytest.skip(f"OME reference files not found at {REFERENCE}")
-    problems = [p for where, pod in rendered_pods(REFERENCE) for p in check_pod(pod, RUNTIME_ENV)]
+    pods = rendered_pods(REFERENCE)
+    problems = [p for where, pod in pods for p in check_pod(pod, RUNTIME_ENV)]
     assert any("--enable-deepep-moe: unknown flag" in p for p in problems)
     assert any("--cuda-graph-bs: ambiguous" in p for p in problems)
+    findings = [
+        f for _, pod in pods for c in pod.get("containers") or [] for f in check_engine_container(c, RUNTIME_ENV)
+    ]
+    assert any(f.flag == "--enable-deepep-moe" and f.replacement == "--moe-a2a-backend deepep" for f in findings)

@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -13,16 +14,29 @@ from typing import Any
 import pytest
 
 from ome_operator.render.engine_args import (
+    REFUSALS,
+    RETIRED_HINTS,
+    FlagFinding,
     Problem,
+    accepted_by_some_version,
+    accepting_versions,
     check_args,
     check_command,
     check_container,
+    check_engine_command,
+    check_engine_container,
     check_pod,
     check_router_command,
     check_sglang_command,
+    default_sglang_version,
     expand_k8s,
     find_command,
+    flag_replacements,
+    image_sglang_version,
+    image_tag,
     load_table,
+    sglang_versions,
+    sglang_versions_for_image,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,25 +252,34 @@ def test_router_commands() -> None:
     assert check_router_command(OK) == ["expected a router command line, found a sglang one"]
 
 
-# --- the tables -------------------------------------------------------------------------------
+# --- the tables ---------------------------------------------------------------------------------
 
 
 def test_tables_come_from_the_pinned_versions() -> None:
     generator = load_generator()
+    assert sglang_versions() == tuple(r.version for r in generator.RELEASES)
+    assert {"0.4.9.post2", "0.5.5", "0.5.23"} <= set(sglang_versions())
+    assert default_sglang_version() == generator.CURRENT.version == generator.SGLANG_VERSION
+    for release in generator.RELEASES:
+        table = load_table("sglang", release.version)
+        assert (table.package, table.version) == ("sglang", release.version)
+        assert f"sglang=={release.version}" in release.pins
+        raw = generator.json.loads(release.out.read_text())
+        assert raw["pins"] == list(release.pins) and raw["torch_stub_version"] == release.torch
+        assert raw["stubbed_modules"] and {m.split(".")[0] for m in raw["stubbed_modules"]} <= {"torch", "triton"}
+        assert len(table.options) > 150 and table.allow_abbrev
+        assert "python3 -m sglang.launch_server" in table.entry_points
+        spec = table.options["--tp-size"]
+        # (0.4.9.post2 and 0.5.5 declare it as --tensor-parallel-size/--tp-size, dest tensor_parallel_size)
+        assert (spec.nargs, spec.value_kind, spec.aliases) == (None, "int", ("--tensor-parallel-size",))
+        assert spec.dest in ("tp_size", "tensor_parallel_size")
     sglang, router = load_table("sglang"), load_table("router")
-    assert (sglang.package, sglang.version) == ("sglang", generator.SGLANG_VERSION)
+    assert sglang == load_table("sglang", default_sglang_version())
     assert (router.package, router.version) == ("sglang-router", generator.ROUTER_VERSION)
-    assert f"sglang=={generator.SGLANG_VERSION}" in generator.PINS
     assert len(sglang.options) > 400 and len(router.options) > 50
-    spec = sglang.options["--tp-size"]
-    assert (spec.dest, spec.nargs, spec.value_kind, spec.aliases) == (
-        "tp_size",
-        None,
-        "int",
-        ("--tensor-parallel-size",),
-    )
     assert "--enable-deepep-moe" not in sglang.options
-    assert sglang.allow_abbrev
+    with pytest.raises(KeyError):
+        load_table("sglang", "0.0.1")
 
 
 REAL_ERROR_KINDS: dict[str, set[str]] = {
@@ -270,23 +293,282 @@ REAL_ERROR_KINDS: dict[str, set[str]] = {
     "arguments are required": {"missing-required"},
 }
 NOT_ARGPARSE_ERRORS = {"deprecated", "internal", "abbreviation"}
+TABLES = [("sglang", v) for v in sglang_versions()] + [("router", None)]
 
 
-@pytest.mark.parametrize("parser", ["sglang", "router"])
-def test_checker_agrees_with_the_real_parser_on_recorded_probes(parser: str) -> None:
-    """Each table carries command lines the real parser judged at generation time."""
-    table = load_table(parser)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("parser", "version"), TABLES, ids=[f"{p}-{v or 'router'}" for p, v in TABLES])
+def test_checker_agrees_with_the_real_parser_on_recorded_probes(parser: str, version: str | None) -> None:
+    """Each table carries command lines its real parser judged at generation time."""
+    table = load_table(parser, version)  # type: ignore[arg-type]
     assert table.probes
     for probe in table.probes:
         problems: list[Problem] = check_args(probe["argv"], table)
         errors = [p for p in problems if p.kind not in NOT_ARGPARSE_ERRORS]
         assert (not errors) == probe["ok"], (probe, [str(p) for p in problems])
+        assert {p.kind for p in errors} <= REFUSALS
         if not probe["ok"]:
             expected = next(kinds for text, kinds in REAL_ERROR_KINDS.items() if text in probe["error"])
             assert errors[0].kind in expected, (probe, [str(p) for p in problems])
         deprecated = [p for p in problems if p.kind == "deprecated"]
         if probe["warnings"]:  # the real parser warned about a deprecated flag
             assert deprecated, probe
+
+
+# --- which release an image runs --------------------------------------------------------------
+
+ALL = sglang_versions()
+
+
+@pytest.mark.parametrize(
+    ("image", "tag", "named", "chosen"),
+    [
+        ("docker.io/lmsysorg/sglang:v0.5.5", "v0.5.5", "0.5.5", ("0.5.5",)),
+        ("lmsysorg/sglang:v0.5.5-cu126", "v0.5.5-cu126", "0.5.5", ("0.5.5",)),
+        ("lmsysorg/sglang:0.4.9.post2-cu128-b200", "0.4.9.post2-cu128-b200", "0.4.9.post2", ("0.4.9.post2",)),
+        ("lmsysorg/sglang:v0.4.9.post2", "v0.4.9.post2", "0.4.9.post2", ("0.4.9.post2",)),
+        ("lmsysorg/sglang:v0.5.23", "v0.5.23", "0.5.23", ("0.5.23",)),
+        ("lmsysorg/sglang:v0.5.23@sha256:" + "0" * 64, "v0.5.23", "0.5.23", ("0.5.23",)),
+        ("registry.example:5000/lmsysorg/sglang:v0.5.5_rocm", "v0.5.5_rocm", "0.5.5", ("0.5.5",)),
+        # no version, or one without a table: every release we know
+        ("docker.io/lmsysorg/sglang:dev", "dev", None, ALL),
+        ("lmsysorg/sglang:latest", "latest", None, ALL),
+        ("lmsysorg/sglang", None, None, ALL),
+        ("lmsysorg/sglang@sha256:" + "0" * 64, None, None, ALL),
+        ("registry.example:5000/lmsysorg/sglang", None, None, ALL),
+        ("lmsysorg/sglang:v0.5.6-cu129", "v0.5.6-cu129", "0.5.6", ALL),
+        ("lmsysorg/sglang:v0.5.55", "v0.5.55", "0.5.55", ALL),  # not 0.5.5
+        ("lmsysorg/sglang:v0.5.5.post1", "v0.5.5.post1", "0.5.5.post1", ALL),  # not 0.5.5
+        ("lmsysorg/sglang:v0.5", "v0.5", "0.5", ALL),
+        ("lmsysorg/sglang:nightly-0.5.5", "nightly-0.5.5", None, ALL),
+        ("", None, None, ALL),
+        (None, None, None, ALL),
+    ],
+)
+def test_versions_for_image(image: str | None, tag: str | None, named: str | None, chosen: tuple[str, ...]) -> None:
+    assert image_tag(image) == tag
+    assert image_sglang_version(image) == named
+    assert sglang_versions_for_image(image) == chosen
+
+
+# --- per release: what the real parsers said, as findings ---------------------------------------
+
+
+def real_verdicts(argv: list[str]) -> dict[str, Mapping[str, Any]]:
+    """The real parser's recorded verdict on argv, per release (every table carries the same probes)."""
+    verdicts = {}
+    for version in ALL:
+        (probe,) = [p for p in load_table("sglang", version).probes if p["argv"] == argv]
+        verdicts[version] = probe
+    return verdicts
+
+
+PROBES = [p["argv"] for p in load_table("sglang").probes]
+
+
+@pytest.mark.parametrize("argv", PROBES, ids=[" ".join(a) for a in PROBES])
+def test_accepting_versions_are_the_real_parsers(argv: list[str]) -> None:
+    """For an image that names no release, the releases that accept a probe are exactly those
+    whose real parser accepted it; for an image that names one, that one's verdict."""
+    verdicts = real_verdicts(argv)
+    real = tuple(v for v in ALL if verdicts[v]["ok"])
+    assert accepting_versions("lmsysorg/sglang:dev", [*LAUNCH, *argv]) == real
+    assert accepted_by_some_version(None, [*LAUNCH, *argv]) == bool(real)
+    for version in ALL:
+        image = f"lmsysorg/sglang:v{version}-cu126"
+        assert accepting_versions(image, [*LAUNCH, *argv]) == ((version,) if verdicts[version]["ok"] else ())
+        findings = check_engine_command(image, [*LAUNCH, *argv])
+        assert any(f.refused_by == (version,) for f in findings) == (not verdicts[version]["ok"]), findings
+        if verdicts[version]["warnings"]:
+            assert any(f.kind == "deprecated" and f.accepted_by == (version,) for f in findings), findings
+    findings = check_engine_command("lmsysorg/sglang:dev", [*LAUNCH, *argv])
+    refusing = {v for f in findings for v in f.refused_by}
+    assert refusing == {v for v in ALL if not verdicts[v]["ok"]}, findings
+    assert all(f.refused_by and f.kind in REFUSALS for f in findings), findings
+
+
+# Flags whose fate differs between releases; the verdicts asserted are the recorded real ones.
+CHANGED = [
+    (["--model-path", "/m", "--enable-deepep-moe"], "--enable-deepep-moe", "--moe-a2a-backend deepep"),
+    (["--model-path", "/m", "--enable-ep-moe"], "--enable-ep-moe", "--ep-size <n>"),
+    (["--model-path", "/m", "--cuda-graph-bs", "480"], "--cuda-graph-bs", "--cuda-graph-bs-decode"),
+    (["--model-path", "/m", "--moe-a2a-backend", "deepep"], "--moe-a2a-backend", None),
+    (["--model-path", "/m", "--attn-dp-size", "8"], "--attn-dp-size", None),
+    (["--model-path", "/m", "--enable-tf32-matmul"], "--enable-tf32-matmul", None),
+]
+
+
+@pytest.mark.parametrize(("argv", "flag", "replacement"), CHANGED, ids=[c[1] for c in CHANGED])
+def test_flag_findings_across_releases(argv: list[str], flag: str, replacement: str | None) -> None:
+    verdicts = real_verdicts(argv)
+    accepted = tuple(v for v in ALL if verdicts[v]["ok"])
+    refused = tuple(v for v in ALL if not verdicts[v]["ok"])
+    assert accepted and refused, f"{flag} is no longer a flag whose fate differs: {verdicts}"
+    (finding,) = check_engine_command("lmsysorg/sglang:dev", [*LAUNCH, *argv])
+    assert (finding.flag, finding.accepted_by, finding.refused_by) == (flag, accepted, refused)
+    expected_kind = next(iter(REAL_ERROR_KINDS[t] for t in REAL_ERROR_KINDS if t in verdicts[refused[-1]]["error"]))
+    assert finding.kind in expected_kind
+    assert finding.message.startswith(f"{flag} is refused by SGLang {', '.join(refused)}: ")
+    assert f"accepted by {', '.join(accepted)}" in finding.message
+    if replacement is None:
+        assert finding.replacement is None
+    else:
+        assert finding.replacement is not None and replacement in finding.replacement
+        assert finding.message.endswith(f"; use {finding.replacement}")
+    assert str(finding) == finding.message
+    # an image that names a release that accepts it: nothing to say
+    assert check_engine_command(f"lmsysorg/sglang:v{accepted[-1]}", [*LAUNCH, *argv]) == []
+    (pinned,) = check_engine_command(f"lmsysorg/sglang:v{refused[-1]}", [*LAUNCH, *argv])
+    assert (pinned.accepted_by, pinned.refused_by) == ((), (refused[-1],))
+
+
+def test_enable_deepep_moe_message() -> None:
+    argv = [*LAUNCH, "--model-path", "/m", "--enable-deepep-moe"]
+    verdicts = real_verdicts(argv[3:])
+    accepted = [v for v in ALL if verdicts[v]["ok"]]
+    refused = [v for v in ALL if not verdicts[v]["ok"]]
+    (finding,) = check_engine_command(None, argv)
+    assert finding == FlagFinding(
+        flag="--enable-deepep-moe",
+        kind="unknown",
+        accepted_by=tuple(accepted),
+        refused_by=tuple(refused),
+        replacement="--moe-a2a-backend deepep",
+        message=f"--enable-deepep-moe is refused by SGLang {', '.join(refused)}: unknown flag "
+        f"(accepted by {', '.join(accepted)}); use --moe-a2a-backend deepep",
+    )
+    # pinned to the newest release: the last one that had it is named
+    (newest,) = check_engine_command(f"lmsysorg/sglang:v{ALL[-1]}", argv)
+    assert f"(last accepted by {accepted[-1]})" in newest.message
+
+
+def test_deprecation_is_a_finding_only_for_a_pinned_release() -> None:
+    argv = ["--model-path", "/m", "--enable-dp-attention"]
+    verdicts = real_verdicts(argv)
+    warned = [v for v in ALL if verdicts[v]["warnings"]]
+    assert warned and all(verdicts[v]["ok"] for v in ALL)
+    assert check_engine_command("lmsysorg/sglang:dev", [*LAUNCH, *argv]) == []
+    (finding,) = check_engine_command(f"lmsysorg/sglang:v{warned[-1]}", [*LAUNCH, *argv])
+    assert (finding.kind, finding.accepted_by, finding.refused_by) == ("deprecated", (warned[-1],), ())
+    recorded = load_table("sglang", warned[-1]).options["--enable-dp-attention"].deprecated or {}
+    assert finding.replacement == recorded["replacement"]
+    assert finding.message == f"--enable-dp-attention: deprecated in SGLang {warned[-1]}; use {finding.replacement}"
+    # a release that accepts it silently
+    quiet = [v for v in ALL if not verdicts[v]["warnings"]]
+    assert check_engine_command(f"lmsysorg/sglang:v{quiet[0]}", [*LAUNCH, *argv]) == []
+
+
+def test_refusal_next_to_a_deprecation_in_another_release() -> None:
+    # --enable-dp-attention with a flag only the newest release has
+    argv = ["--model-path", "/m", "--enable-dp-attention", "--enable-tf32-matmul"]
+    findings = check_engine_command("lmsysorg/sglang:latest", [*LAUNCH, *argv])
+    assert [f.flag for f in findings] == ["--enable-tf32-matmul"]
+
+
+def test_findings_are_in_command_line_order_and_stable() -> None:
+    argv = [
+        *LAUNCH,
+        "--enable-deepep-moe",
+        "--tp-size",
+        "eight",
+        "--cuda-graph-bs",
+        "480",
+        "--deepep-mode",
+        "bogus",
+        "stray",
+    ]
+    findings = check_engine_command(None, argv)
+    # the value after --deepep-mode's one value is a finding of its own
+    assert [(f.flag, f.kind) for f in findings] == [
+        ("--enable-deepep-moe", "unknown"),
+        ("--tp-size", "bad-type"),
+        ("--cuda-graph-bs", "ambiguous"),
+        ("--deepep-mode", "bad-choice"),
+        ("--deepep-mode", "extra-value"),
+        ("--model-path", "missing-required"),
+    ]
+    assert findings == check_engine_command(None, argv)
+    for i in (1, 3, 4, 5):  # every release refuses these
+        assert (findings[i].accepted_by, findings[i].refused_by) == ((), ALL), findings[i]
+    assert "'stray'" in findings[4].message
+    assert [f.flag for f in check_engine_command(None, [*LAUNCH, "stray", "--model-path", "/m", "--", "x"])] == [
+        "stray",
+        "--",
+    ]
+
+
+def test_variables_and_other_command_lines() -> None:
+    argv = [*LAUNCH, "--model-path", "$(MODEL_PATH)", "--tp-size", "$(TP)"]
+    assert check_engine_command(None, argv, {"MODEL_PATH": "/m", "TP": "8"}) == []
+    (bad,) = check_engine_command("lmsysorg/sglang:v0.5.5", argv, {"MODEL_PATH": "/m", "TP": "lots"})
+    assert (bad.flag, bad.kind, bad.refused_by) == ("--tp-size", "bad-type", ("0.5.5",))
+    assert check_engine_command(None, argv) == []  # undefined: left for the kubelet
+    assert check_engine_command(None, ["nginx", "-g", "daemon off;"]) == []
+    assert check_engine_command(None, [*ROUTER, "--policy", "bogus"]) == []  # the router is not the server
+    assert check_engine_command(None, []) == []
+    assert not accepted_by_some_version(None, ["nginx"])
+    assert accepting_versions(None, [*ROUTER]) == ()
+
+
+def test_unknown_release_is_said() -> None:
+    (finding,) = check_engine_command("lmsysorg/sglang:v0.5.6", [*OK, "--no-such-flag"])
+    assert finding.refused_by == ALL
+    assert finding.message.endswith(f"(the image names SGLang 0.5.6, which has no table: checked {', '.join(ALL)})")
+    (pinned,) = check_engine_command("lmsysorg/sglang:v0.5.5", [*OK, "--no-such-flag"])
+    assert "has no table" not in pinned.message
+
+
+def test_sglang_serve_needs_a_release_that_has_it() -> None:
+    serve = ["sglang", "serve", "--model-path", "/m"]
+    has = [v for v in ALL if "sglang serve" in load_table("sglang", v).entry_points]
+    lacks = [v for v in ALL if v not in has]
+    assert has and lacks  # 0.4.9.post2 ships no `sglang` console script
+    (finding,) = check_engine_command(None, serve)
+    assert (finding.flag, finding.kind, finding.refused_by) == ("sglang serve", "not-a-command", tuple(lacks))
+    assert finding.replacement == "-m sglang.launch_server"
+    assert accepting_versions(None, serve) == tuple(has)
+    assert not accepted_by_some_version(f"lmsysorg/sglang:v{lacks[0]}", serve)
+    assert accepted_by_some_version(
+        f"lmsysorg/sglang:v{lacks[0]}", ["python3", "-m", "sglang.launch_server", *serve[2:]]
+    )
+
+
+def test_check_engine_container_reads_image_command_args_env() -> None:
+    container = {
+        "name": "ome-container",
+        "image": "docker.io/lmsysorg/sglang:v0.5.5-cu126",
+        "command": LAUNCH,
+        "args": ["--model-path", "$(MODEL_PATH)", "--tp-size", "$(TP)", "--enable-deepep-moe"],
+        "env": [{"name": "TP", "value": "eight"}],
+    }
+    findings = check_engine_container(container, {"MODEL_PATH": "/m"})
+    assert [(f.flag, f.refused_by) for f in findings] == [
+        ("--tp-size", ("0.5.5",)),
+        ("--enable-deepep-moe", ("0.5.5",)),
+    ]
+    assert check_engine_container({"name": "side", "image": "busybox", "command": ["sleep", "inf"]}) == []
+    strict = check_engine_container(
+        {"image": "lmsysorg/sglang:v0.5.23", "command": [*OK, "--mem-frac", "0.9"]}, abbreviations=False
+    )
+    assert [(f.kind, f.replacement) for f in strict] == [("abbreviation", "--mem-fraction-static")]
+
+
+def test_replacements_come_from_the_tables_and_the_hints() -> None:
+    replacements = flag_replacements()
+    for flag, hint in RETIRED_HINTS.items():
+        assert replacements[flag] == hint
+    recorded = {
+        option: spec.deprecated["replacement"]
+        for v in ALL
+        for option, spec in load_table("sglang", v).options.items()
+        if spec.deprecated and spec.deprecated.get("replacement")
+    }
+    assert recorded, "no table records a deprecated flag's replacement any more"
+    for flag, replacement in recorded.items():
+        assert replacements[flag] == replacement
+    # the retired flags really are gone from the current release (else the hint is stale)
+    for flag in RETIRED_HINTS:
+        assert flag not in load_table("sglang").options
+        assert any(flag in load_table("sglang", v).options for v in ALL), flag
 
 
 def test_router_table_matches_the_installed_router_parser() -> None:

@@ -162,12 +162,10 @@ class Kube:
 
     def pod_log_tail(self, name: str, namespace: str, lines: int = 20, previous: bool = True) -> str | None:
         """The tail of a pod's (previous) log, or None where the node serves no logs."""
-        query: list[tuple[str, Any]] = [("tailLines", lines), ("previous", "true" if previous else "false")]
         try:
-            data = self._request("GET", info("Pod").path(namespace, name, "log"), query, accept="text/plain")
+            return self.read_pod_log(name, namespace, tail_lines=lines, previous=previous)
         except Exception:  # logs are best effort: the kubelet may be gone, or fake
             return None
-        return data.decode(errors="replace")
 
     def read_pod_log(
         self, name: str, namespace: str, container: str | None = None, tail_lines: int = 20, previous: bool = False
@@ -180,5 +178,6 @@ class Kube:
         ]
         if container:
             query.append(("container", container))
-        data = self._request("GET", info("Pod").path(namespace, name, "log"), query, accept="text/plain")
+        # The log endpoint refuses Accept: text/plain alone (406); kubectl sends this pair.
+        data = self._request("GET", info("Pod").path(namespace, name, "log"), query, accept="application/json, */*")
         return data.decode(errors="replace")

@@ -89,9 +89,7 @@ def add_resolved(bundle: Bundle, resolved: Resolved) -> None:
             bundle.problems.extend(line(p) for p in resolved.problems)
         else:
             bundle.problems.append(line(cond))
-    bundle.warnings.extend(
-        line(c) for c in resolved.conditions if c.type in R.ADVISORY_CONDITIONS and c.status is False
-    )
+    bundle.warnings.extend(line(c) for c in resolved.engine_args_findings)
     if resolved.spec.reason == R.PREDICTOR_MIGRATED:
         bundle.warnings.append(Problem("InferenceService", name, "spec.predictor", resolved.spec.message))
     if resolved.ctx is None or resolved.model is None or resolved.selection is None:

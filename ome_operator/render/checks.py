@@ -152,9 +152,13 @@ def check_components(components: dict[str, Obj], runtime_name: str | None, has_d
     return problems
 
 
-def check_engine_flags(components: dict[str, Obj]) -> Cond | None:
-    """EngineArgsValid: every SGLang command line against the tables of the version its image names."""
-    findings: list[str] = []
+def check_engine_flags(components: dict[str, Obj]) -> tuple[Cond | None, list[Cond]]:
+    """EngineArgsValid, and one advisory line per refused flag naming every container that passes it.
+
+    Each container is checked against the SGLang versions its image names (all known versions for
+    an untagged, `latest` or `dev` image). Only refusals count: a deprecated flag still starts.
+    """
+    seen: dict[str, tuple[str, list[str]]] = {}  # message -> (flag, paths)
     checked = False
     for name in ("engine", "decoder"):
         if name not in components:
@@ -164,9 +168,17 @@ def check_engine_flags(components: dict[str, Obj]) -> Cond | None:
             if engine_args.find_command(argv, engine_args.container_env(runner)) is None:
                 continue
             checked = True
-            findings.extend(f"{path}: {f}" for f in engine_args.check_container(runner))
+            for finding in engine_args.check_engine_container(runner):
+                if finding.kind in engine_args.REFUSALS:
+                    seen.setdefault(finding.message, (finding.flag, []))[1].append(path)
     if not checked:
-        return None
-    if not findings:
-        return Cond(R.ENGINE_ARGS_VALID, True, R.ENGINE_ARGS_ACCEPTED, "every SGLang flag is accepted")
-    return Cond(R.ENGINE_ARGS_VALID, False, R.ENGINE_ARGS_REFUSED, "; ".join(findings))
+        return None, []
+    if not seen:
+        accepted = Cond(R.ENGINE_ARGS_VALID, True, R.ENGINE_ARGS_ACCEPTED, "every SGLang flag is accepted")
+        return accepted, []
+    lines = [
+        Cond(R.ENGINE_ARGS_VALID, False, R.ENGINE_ARGS_REFUSED, message, ", ".join(paths))
+        for message, (_, paths) in seen.items()
+    ]
+    summary = "; ".join(f"{paths[0].split('.')[1]}: {message}" for message, (_, paths) in seen.items())
+    return Cond(R.ENGINE_ARGS_VALID, False, R.ENGINE_ARGS_REFUSED, summary), lines

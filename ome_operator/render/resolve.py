@@ -39,6 +39,7 @@ class Resolved:
     model_cond: Cond
     runtime_cond: Cond
     engine_args: Cond | None = None
+    engine_args_findings: list[Cond] = field(default_factory=list)  # one per refused flag, for `render`
     model: AnyModel | None = None
     selection: Selection | None = None
     problems: list[Cond] = field(default_factory=list)  # every blocking SpecValid problem, in order
@@ -210,7 +211,7 @@ def resolve(isvc: InferenceService, models: list[AnyModel], runtimes: list[AnyRu
     ctx = IsvcContext(isvc, runtime, ModelRefResolved.of(model, settings), settings)
     components = merged_components(ctx)
     problems = check_components(components, runtime.name, runtime.spec.decoder_config is not None)
-    resolved.engine_args = check_engine_flags(components)
+    resolved.engine_args, resolved.engine_args_findings = check_engine_flags(components)
     if problems:
         resolved.spec = _joined(problems)
         resolved.problems = problems

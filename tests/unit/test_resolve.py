@@ -7,6 +7,8 @@ and the operator's conditions come from the same answer.
 from __future__ import annotations
 
 import copy
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,8 +16,9 @@ import pytest
 from ome_operator.api import ClusterBaseModel, ClusterServingRuntime, InferenceService, ServingRuntime
 from ome_operator.api import reasons as R
 from ome_operator.api.reasons import Cond
-from ome_operator.render.bundle import Bundle, add_resolved
+from ome_operator.render.bundle import Bundle, add_resolved, render_bundle
 from ome_operator.render.context import Settings
+from ome_operator.render.download import render_model
 from ome_operator.render.resolve import migrate_predictor, resolve
 from ome_operator.render.select import ModelFacts, candidates_of, compare_version, select_runtime
 from ome_operator.status.conditions import merge_conditions
@@ -382,3 +385,54 @@ def test_ready_waits_on_every_declared_component_but_not_on_advisories() -> None
 def test_an_unchanged_pass_computes_an_identical_status() -> None:
     first = compute_isvc_status(facts(), None, "t0")
     assert compute_isvc_status(facts(), first, "t9") == first
+
+
+# --- names and label values ----------------------------------------------------------------------
+
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def labels_of(obj: Any) -> Iterator[tuple[str, str]]:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in ("labels", "matchLabels", "nodeSelector", "selector") and isinstance(value, dict):
+                yield from ((k, v) for k, v in value.items() if isinstance(v, str))
+            yield from labels_of(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from labels_of(item)
+
+
+def test_a_long_model_name_renders_only_valid_label_values() -> None:
+    long_model = copy.deepcopy(MODEL)
+    long_model["metadata"]["name"] = "m" * 76
+    long_model["spec"]["vendor"] = "Moonshot AI, Inc."
+    service = isvc(model={"name": "m" * 76})
+    bundle = render_bundle(
+        [
+            ClusterBaseModel.model_validate(long_model),
+            parse_runtime(runtime()),
+            InferenceService.model_validate(service),
+        ],
+        SETTINGS,
+        ["node-a"],
+    )
+    assert bundle.problems == []
+    pairs = [pair for obj in bundle.objects for pair in labels_of(obj)]
+    assert pairs
+    bad = [(k, v) for k, v in pairs if len(v) > 63 or not LABEL_VALUE.match(v)]
+    assert bad == []
+
+
+def test_a_storage_edit_names_a_new_download_job() -> None:
+    model = ClusterBaseModel.model_validate(MODEL)
+    edited = copy.deepcopy(MODEL)
+    edited["spec"]["storage"]["storageUri"] = "hf://meta-llama/Llama-3.1-8B@v2"
+    jobs = [
+        next(o["metadata"]["name"] for o in render_model(m, ["node-a"], SETTINGS) if o["kind"] == "Job")
+        for m in (model, ClusterBaseModel.model_validate(edited))
+    ]
+    assert jobs[0] != jobs[1]
+    unserved = copy.deepcopy(MODEL)
+    unserved["spec"]["storage"]["storageUri"] = "s3://bucket/llama"
+    assert render_model(ClusterBaseModel.model_validate(unserved), ["node-a"], SETTINGS) == []
