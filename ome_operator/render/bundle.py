@@ -16,7 +16,7 @@ from ome_operator.api.reasons import Cond
 from ome_operator.api.runtime import AnyRuntime, ClusterServingRuntime, ServingRuntime
 
 from .context import Settings
-from .download import render_model
+from .download import check_model_storage, render_model
 from .isvc import RenderedIsvc, render_inference_service
 from .merge import Obj
 from .resolve import Resolved, resolve
@@ -65,6 +65,11 @@ def render_bundle(objects: list[Resource], settings: Settings, nodes: list[str])
     if bundle.problems:
         return bundle
     for model in sorted(models, key=lambda m: (m.crd.kind, m.namespace or "", m.name)):
+        storage_problem = check_model_storage(model)
+        if storage_problem is not None:
+            path, _, reason = storage_problem.partition(": ")
+            bundle.problems.append(Problem(model.crd.kind, model.name, path, reason))
+            continue
         bundle.objects.extend(render_model(model, nodes, settings))
     for isvc in sorted(services, key=lambda s: (s.namespace or "", s.name)):
         add_resolved(bundle, resolve(isvc, models, runtimes, settings))

@@ -8,6 +8,7 @@ update (a Role limited by resourceNames).
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,6 +243,9 @@ def check_model_storage(model: AnyModel) -> str | None:
         parse_storage_uri(storage.storage_uri)
     except StorageUriError as exc:
         return f"spec.storage.storageUri: {exc}"
+    path = storage.path
+    if path is not None and (not path.startswith("/") or "//" in path or posixpath.normpath(path) != path):
+        return f"spec.storage.path: {path!r} must be a normalized absolute path (no '..', '.' or '//')"
     return None
 
 
