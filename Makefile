@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export GOTOOLCHAIN := local
 
 .PHONY: install test lint unit integration crds golden charts sglang-flags cluster-bins cluster-up cluster-down \
-        hub-up hub-down demo demo-down bench bench-download clean
+        hub-up hub-down demo demo-down bench bench-scale bench-download clean
 
 install: $(STAMP)
 
@@ -49,6 +49,7 @@ charts: install cluster-bins
 
 sglang-flags:
 	$(PY) hack/sglang_flags.py
+	$(PY) hack/smg_flags.py
 
 cluster-up: install cluster-bins
 	$(BIN)/python -m devtools.cluster up
@@ -70,6 +71,10 @@ demo-down: install
 
 bench: install cluster-bins
 	$(BIN)/python -m bench.operator
+
+# 1,000 InferenceServices on 200 simulated nodes (about half an hour on 2 cores).
+bench-scale: install cluster-bins
+	$(BIN)/python -m bench.scale
 
 bench-download: install
 	$(BIN)/python -m bench.download

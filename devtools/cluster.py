@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from devtools import components, pki
-from devtools.nodes import CLUSTER_LABEL, H200, NodeShape, node_manifest
-from devtools.procs import Proc, free_port, pdeathsig_preexec, probe, processes_with_arg, start_ticks
+from devtools.nodes import CLUSTER_LABEL, H200, NodeShape, free_slot, node_manifest, slots_lock
+from devtools.procs import Proc, free_port, is_runner_of, pdeathsig_preexec, probe, processes_with_arg, start_ticks
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("OME_CACHE", str(Path.home() / ".cache" / "ome-operator")))
@@ -40,6 +40,7 @@ CLUSTERS_DIR = CACHE / "clusters"
 BUILD_SCRIPT = REPO / "hack" / "build-cluster-bins.sh"
 
 BINARIES = (*components.COMPONENTS, "helm")
+RUNNER = "runner"  # devtools.runner: the node-side processes of pods; not a binary of its own
 
 
 class ClusterError(RuntimeError):
@@ -96,6 +97,7 @@ class _State:
     ports: dict[str, int] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
     ready: bool = False
+    slot: int = 0  # address slot (devtools.nodes): node and pod IPs distinct from other clusters'
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -106,6 +108,7 @@ class _State:
             "ports": self.ports,
             "procs": [p.__dict__ for p in self.procs],
             "ready": self.ready,
+            "slot": self.slot,
         }
 
     @classmethod
@@ -118,6 +121,7 @@ class _State:
             ports=data["ports"],
             procs=[Proc(**p) for p in data["procs"]],
             ready=data.get("ready", False),
+            slot=data.get("slot", 0),
         )
 
 
@@ -250,11 +254,13 @@ class LocalCluster:
         ports = {k: free_port() for k in components.PORTS}
         me = Proc("owner", os.getpid(), start_ticks(os.getpid()) or -1)
         state = _State(name=self.name, nodes=self.nodes, bin_dir=str(bin_dir), owner=me, ports=ports)
-        self._write_state(state)
+        with slots_lock(CLUSTERS_DIR):
+            state.slot = free_slot(CLUSTERS_DIR, self.dir)
+            self._write_state(state)
         certs = pki.generate(self.dir / "pki", components.SERVICE_IP)
         components.write_configs(self.dir, self.name, certs, bin_dir, ports["kube-apiserver"])
 
-        argv = components.argv(self.dir, ports, certs, self.audit_log)
+        argv = components.argv(self.dir, ports, certs, self.audit_log, state.slot)
         health = components.health_urls(ports)
         ctx = ssl.create_default_context(cafile=str(certs.ca_cert))
         admin = certs.clients["admin"]
@@ -262,6 +268,8 @@ class LocalCluster:
 
         for comp in components.COMPONENTS:
             c0 = time.monotonic()
+            if comp == "kwok":
+                self._install_kwok_crds()  # kwok --enable-crds needs them served before it starts
             proc = self._spawn(comp, [str(bin_dir / comp), *argv[comp]])
             state.procs.append(proc)
             self._write_state(state)
@@ -269,14 +277,22 @@ class LocalCluster:
             log(f"{comp} healthy in {time.monotonic() - c0:.1f} s (pid {proc.pid}, port {ports[comp]})")
 
         n0 = time.monotonic()
-        self._create_nodes()
+        self._create_nodes(state.slot)
         self._wait_nodes_ready()
         log(f"{self.nodes} nodes Ready and untainted in {time.monotonic() - n0:.1f} s")
+        runner = self._spawn(RUNNER, [sys.executable, "-m", "devtools.runner", "--cluster-dir", str(self.dir)])
+        state.procs.append(runner)
+        self._write_state(state)
+        self._wait_runner(runner)
+        log(f"runner up (pid {runner.pid}): starts the processes of router and engine pods")
         state.ready = True
         self._write_state(state)
         log(f"cluster {self.name!r} up in {time.monotonic() - t0:.1f} s")
 
     def _spawn(self, comp: str, argv: list[str]) -> Proc:
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        if comp == RUNNER:
+            env["PYTHONPATH"] = str(REPO)  # `python -m devtools.runner` from the cluster's dir
         with open(self.component_log(comp), "ab") as out:
             popen = subprocess.Popen(
                 argv,
@@ -284,7 +300,7 @@ class LocalCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
-                env={k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+                env=env,
                 # Own process group, so stop() can signal everything the component forks and a
                 # terminal's Ctrl-C aimed at `make` does not reach it.
                 start_new_session=True,
@@ -320,7 +336,9 @@ class LocalCluster:
             procs.setdefault(p.pid, p)
         # Clients before the apiserver before etcd: an apiserver whose etcd is gone spends its
         # whole shutdown grace period retrying.
-        for wave in (("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",)):
+        # The runner first: it stops the processes it started for pods.
+        waves = ((RUNNER,), ("kwok", "kube-scheduler", "kube-controller-manager"), ("kube-apiserver",), ("etcd",))
+        for wave in waves:
             self._terminate([p for p in procs.values() if p.name in wave and p.alive()])
         for popen in self._children.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -332,7 +350,9 @@ class LocalCluster:
     def _processes_using_dir(self) -> list[Proc]:
         # Normally the same pids as state.json; this finds them when that file is gone or
         # unreadable, so such a cluster still gets stopped instead of left running without its files.
-        return processes_with_arg(f"{self.dir}/", components.COMPONENTS)
+        found = processes_with_arg(f"{self.dir}/", components.COMPONENTS)
+        runners = processes_with_arg(str(self.dir), ("python", "python3", Path(sys.executable).name))
+        return found + [Proc(RUNNER, p.pid, p.start_ticks) for p in runners if is_runner_of(p.pid, self.dir)]
 
     def _terminate(self, live: list[Proc]) -> None:
         for p in live:
@@ -362,14 +382,27 @@ class LocalCluster:
         new_client: Any = config.new_client_from_config
         return new_client(config_file=str(self.kubeconfig))
 
-    def _create_nodes(self) -> None:
+    def _create_nodes(self, slot: int) -> None:
         from kubernetes import client
 
         with self.api_client() as api:
             # The stubs want V1Node models; the client accepts plain manifests, which stay readable.
             core: Any = client.CoreV1Api(api)
             for i in range(self.nodes):
-                core.create_node(node_manifest(self.name, self.node_prefix, i, self.shape))
+                core.create_node(node_manifest(self.name, self.node_prefix, i, self.shape, slot))
+
+    def _install_kwok_crds(self) -> None:
+        with self.api_client() as api:
+            components.install_kwok_crds(api)
+
+    def _wait_runner(self, runner: Proc) -> None:
+        ready_file = self.dir / "runner" / "ready"
+        deadline = time.monotonic() + self.component_timeout
+        while not ready_file.exists():
+            self._check_alive(RUNNER)
+            if time.monotonic() > deadline:
+                raise ComponentFailed(RUNNER, "not ready", self._tail(RUNNER))
+            time.sleep(0.1)
 
     def _wait_nodes_ready(self) -> None:
         from kubernetes import client

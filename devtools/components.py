@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from devtools import pki
-from devtools.nodes import FALLBACK_POD_CIDR, KWOK_ANNOTATION
+from devtools.nodes import KWOK_ANNOTATION, fallback_pod_cidr
 
 SERVICE_CIDR = "127.96.0.0/16"
 SERVICE_IP = "127.96.0.1"  # the first address: the `kubernetes` Service's ClusterIP
@@ -34,7 +34,9 @@ NODE_MONITOR_GRACE = "300s"
 
 # Start order; each is healthy before the next starts.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-PORTS = ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# "kubelet" is the port every node advertises as its kubelet endpoint: the runner (devtools.runner)
+# listens there on each node's address and relays to kwok's server, which serves logs and port-forward.
+PORTS = ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubelet")
 
 # Standalone kwok has no default stages. These are kwok's own "fast" stages (copied from its module
 # by hack/build-cluster-bins.sh): nodes become Ready, pods Running, Job pods Succeeded, and Leases
@@ -46,6 +48,80 @@ KWOK_STAGE_FILES = (
     "pod/fast/pod-complete.yaml",
     "pod/fast/pod-delete.yaml",
 )
+POD_READY_STAGE = "pod/fast/pod-ready.yaml"
+
+# Pods whose processes devtools.runner starts (the router, SGLang engines): kwok makes them Running
+# with an IP but not Ready; readiness then comes from the runner's probes against the real process.
+# The same pattern decides, in the runner, which pods it runs; a pod kwok made Ready at once would
+# flash Ready before anything listens.
+RUNNER_COMMANDS = r"sglang[.]launch_server|sglang_router[.]launch_router|(^|[ /])smg launch( |$)"
+_MANAGED_QUERY = (
+    '.spec.containers | map(((.command // []) + (.args // [])) | join(" ")) | join(" ") | test("'
+    + RUNNER_COMMANDS.replace("\\", "\\\\")
+    + '")'
+)
+CRDS_FOR_KWOK = ("PortForward", "Logs")
+
+_STARTED_TEMPLATE = """\
+{{ $now := Now }}
+conditions:
+- {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+- {type: Ready, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
+- {type: ContainersReady, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
+containerStatuses:
+{{ range .spec.containers }}
+- name: {{ .name | Quote }}
+  image: {{ .image | Quote }}
+  ready: false
+  started: false
+  restartCount: 0
+  state: {waiting: {reason: ContainerCreating}}
+{{ end }}
+{{ with NodeIPsWith .spec.nodeName }}
+hostIP: {{ index . 0 | Quote }}
+hostIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+{{ with PodIPsWith .spec.nodeName ( or .spec.hostNetwork false ) ( or .metadata.uid "" ) ( or .metadata.name "" ) ( or .metadata.namespace "" ) }}
+podIP: {{ index . 0 | Quote }}
+podIPs:
+{{ range . }}
+- ip: {{ . | Quote }}
+{{ end }}
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+
+
+def _pod_stages(pod_ready: dict[str, Any]) -> list[dict[str, Any]]:
+    """kwok's pod-ready stage for the pods nothing runs, and a pod-started stage for the runner's."""
+    unmanaged = {**pod_ready, "spec": dict(pod_ready["spec"])}
+    expressions = list(unmanaged["spec"]["selector"]["matchExpressions"])
+    unmanaged["spec"]["selector"] = {
+        "matchExpressions": [*expressions, {"key": _MANAGED_QUERY, "operator": "NotIn", "values": ["true"]}]
+    }
+    managed = {
+        "apiVersion": pod_ready["apiVersion"],
+        "kind": "Stage",
+        "metadata": {"name": "pod-started-for-runner"},
+        "spec": {
+            "resourceRef": pod_ready["spec"]["resourceRef"],
+            "selector": {
+                "matchExpressions": [
+                    {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+                    {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+                    {"key": ".status.podIP", "operator": "DoesNotExist"},
+                    {"key": _MANAGED_QUERY, "operator": "In", "values": ["true"]},
+                ]
+            },
+            "next": {"statusTemplate": _STARTED_TEMPLATE},
+        },
+    }
+    return [unmanaged, managed]
+
 
 # Write requests only, at Metadata level: enough to count an operator's writes per user.
 AUDIT_POLICY: dict[str, Any] = {
@@ -93,11 +169,49 @@ def write_configs(state_dir: Path, cluster_name: str, certs: pki.Pki, bin_dir: P
         (state_dir / filename).write_text(yaml.safe_dump(cfg, sort_keys=False))
     (state_dir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
     stages = bin_dir / "kwok-stages"
-    docs = [(stages / f).read_text().strip() for f in KWOK_STAGE_FILES]
+    docs = []
+    for name in KWOK_STAGE_FILES:
+        text = (stages / name).read_text().strip()
+        if name == POD_READY_STAGE:
+            docs += [yaml.safe_dump(d, sort_keys=False).strip() for d in _pod_stages(yaml.safe_load(text))]
+        else:
+            docs.append(text)
     (state_dir / "kwok.yaml").write_text("\n---\n".join(docs) + "\n")
 
 
-def argv(d: Path, ports: dict[str, int], certs: pki.Pki, audit_log: Path) -> dict[str, list[str]]:
+def kwok_crds() -> list[dict[str, Any]]:
+    """CRDs for the kwok kinds the runner writes (kwok --enable-crds watches them): an open schema,
+    since kwok validates what it reads itself."""
+    crds = []
+    for kind in CRDS_FOR_KWOK:
+        plural = {"PortForward": "portforwards", "Logs": "logs"}[kind]
+        crds.append(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.kwok.x-k8s.io"},
+                "spec": {
+                    "group": "kwok.x-k8s.io",
+                    "scope": "Namespaced",
+                    "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                    "versions": [
+                        {
+                            "name": "v1alpha1",
+                            "served": True,
+                            "storage": True,
+                            "subresources": {"status": {}},
+                            "schema": {
+                                "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+    return crds
+
+
+def argv(d: Path, ports: dict[str, int], certs: pki.Pki, audit_log: Path, slot: int = 0) -> dict[str, list[str]]:
     """Flags per component (without the binary). `d` is the cluster's state dir."""
     srv = certs.serving
     secure = [
@@ -183,10 +297,13 @@ def argv(d: Path, ports: dict[str, int], certs: pki.Pki, audit_log: Path) -> dic
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={'='.join(KWOK_ANNOTATION)}",
             f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
-            f"--cidr={FALLBACK_POD_CIDR}",
+            f"--cidr={fallback_pod_cidr(slot)}",
             "--node-ip=127.0.0.1",
             # Only --server-address keeps kwok's server on loopback: a bare --node-port binds 0.0.0.0.
             f"--server-address=127.0.0.1:{ports['kwok']}",
+            # What the nodes advertise as their kubelet port; the runner relays it to the address above.
+            f"--node-port={ports['kubelet']}",
+            f"--enable-crds={','.join(CRDS_FOR_KWOK)}",
         ],
     }
 
@@ -199,3 +316,23 @@ def health_urls(ports: dict[str, int]) -> dict[str, str]:
         "kube-scheduler": f"https://127.0.0.1:{ports['kube-scheduler']}/healthz",
         "kwok": f"http://127.0.0.1:{ports['kwok']}/healthz",
     }
+
+
+def install_kwok_crds(api: Any, timeout: float = 30) -> None:
+    """Create kwok_crds() with an admin ApiClient and wait until they are Established."""
+    import time
+
+    from kubernetes import client
+
+    ext: Any = client.ApiextensionsV1Api(api)
+    for crd in kwok_crds():
+        ext.create_custom_resource_definition(crd)
+    deadline = time.monotonic() + timeout
+    for crd in kwok_crds():
+        while True:
+            got = ext.read_custom_resource_definition(crd["metadata"]["name"])
+            if any(c.type == "Established" and c.status == "True" for c in (got.status.conditions or [])):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{crd['metadata']['name']} not Established after {timeout:.0f} s")
+            time.sleep(0.1)

@@ -1,8 +1,13 @@
-"""`make demo`: OME's Kimi K2 files, unchanged, to a Ready 1P1D deployment on a local 16-node cluster.
+"""`make demo`: OME's Kimi K2 files, unchanged, to a Ready 1P1D deployment on a local 16-node cluster,
+and the seed walkthrough's `kubectl port-forward` + `curl /generate` answered through it.
 
-Starts (or reuses) the local control plane `demo`, installs the CRDs, starts the operator in the
-background, applies the three reference files, waits for Ready and prints where everything landed.
-`make demo-down` stops the operator and the cluster and removes their files.
+Starts (or reuses) the local control plane `demo` (with its runner: the real router and stand-in
+SGLang engines for the pods), installs the CRDs, starts the operator in the background, applies the
+three reference files (the byte-identical copies under tests/golden/kimi-k2-reference/input), waits
+for Ready, prints where everything landed, then runs the seed's two commands verbatim and prints the
+reply and which prefill and decode pods served it. The port-forward keeps running for more requests.
+`make demo-down` stops the port-forward, the operator and the cluster (the runner stops the
+processes it started for the pods) and removes their files.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from typing import Any
 
 from devtools.cluster import AlreadyRunning, LocalCluster, kubectl_path
 from devtools.operator import OperatorProcess, reference_files
+from devtools.walkthrough import CURL, PORT_FORWARD, PortForward, port_8080, run_curl, served_by
 
 REPO = Path(__file__).resolve().parents[1]
-NAME = "demo"
+NAME = os.environ.get("OME_DEMO_NAME", "demo")
 ISVC, NS = "kimi-k2-instruct", "kimi-k2-instruct"
 
 
@@ -59,13 +65,16 @@ def start_operator(cluster: LocalCluster) -> OperatorProcess:
 
 
 def stop_operator(cluster: LocalCluster) -> None:
-    pid_file = operator_pid_file(cluster)
+    _stop_pid_file(operator_pid_file(cluster), b"ome-operator")
+
+
+def _stop_pid_file(pid_file: Path, marker: bytes) -> None:
     if not pid_file.exists():
         return
     pid = int(pid_file.read_text().split()[0])
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"ome-operator" in cmdline:  # never signal a recycled pid
+        if marker in cmdline:  # never signal a recycled pid
             os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + 15
             while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
@@ -77,12 +86,51 @@ def stop_operator(cluster: LocalCluster) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+def port_forward_pid_file(cluster: LocalCluster) -> Path:
+    return cluster.dir / "port-forward.pid"
+
+
+def walkthrough(cluster: LocalCluster) -> None:
+    """The seed's last two commands, verbatim, with KUBECONFIG set to the demo cluster."""
+    _stop_pid_file(port_forward_pid_file(cluster), b"port-forward")
+    with port_8080(timeout=5):
+        pf = PortForward(cluster.kubeconfig, cluster.dir / "logs" / "port-forward.log")
+        try:
+            pf.start()
+        except RuntimeError as exc:
+            raise SystemExit(f"{exc}\n(is something else listening on port 8080?)") from exc
+        assert pf.proc is not None
+        port_forward_pid_file(cluster).write_text(f"{pf.proc.pid}\n")
+        say(f"  $ {PORT_FORWARD} &")
+        for line in pf.output().strip().splitlines():
+            say(f"  {line}")
+        say("  $ " + CURL.replace("\n", "\n  "))
+        t0 = time.monotonic()
+        body = run_curl(cluster.kubeconfig)
+        say(f"  {body}")
+    try:
+        reply = json.loads(body)
+    except ValueError as exc:
+        raise SystemExit(f"no JSON reply from the router: {body!r}") from exc
+    words = len(str(reply.get("text", "")).split())
+    say(f"\n  HTTP reply in {time.monotonic() - t0:.2f} s: {words} words, served by {served_by(reply)}")
+    say(
+        "  (the engines here are stand-ins that check their command lines, group rendezvous and PD\n"
+        "  bootstrap for real and answer with deterministic words; the router is the real one.\n"
+        "  SGLang reads max_new_tokens from sampling_params, and the router forwards only the fields\n"
+        "  SGLang's /generate defines: the seed's top-level max_new_tokens is dropped on the way, so\n"
+        '  SGLang\'s default of 128 applies; send {"sampling_params": {"max_new_tokens": 50}} for 50)'
+    )
+
+
 def wait_ready(kubeconfig: Path, timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
         obj = kjson(kubeconfig, "get", "isvc", ISVC, "-n", NS)
-        ready = next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {})
+        ready: dict[str, Any] = next(
+            (c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"), {}
+        )
         if not ready:
             line = "  (waiting for the operator's first status)"
         else:
@@ -132,23 +180,26 @@ def print_placement(kubeconfig: Path) -> None:
 def up() -> int:
     started = time.monotonic()
     cluster = LocalCluster(NAME, nodes=16)
-    say("== 1/5 local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok: 16 H200 nodes)")
+    say(
+        "== 1/6 local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok: 16 H200 nodes;\n"
+        "        runner: the router and stand-in SGLang engines for the pods)"
+    )
     try:
         cluster.start()
     except AlreadyRunning:
         say("  (reusing the running demo cluster)")
     kc = cluster.kubeconfig
-    say("== 2/5 CRDs")
+    say("== 2/6 CRDs")
     kubectl(kc, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kubectl(kc, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     kubectl(kc, "create", "namespace", "ome", check=False)
-    say("== 3/5 operator (ome-operator run, in the background)")
+    say("== 3/6 operator (ome-operator run, in the background)")
     op = start_operator(cluster)
     say(f"  pid {op.proc.pid if op.proc else '?'}, health/metrics on {op.health_url}, log {op.log_path}")
-    say("== 4/5 kubectl apply: OME's Kimi K2 model, runtime and InferenceService, unchanged")
+    say("== 4/6 kubectl apply: OME's Kimi K2 model, runtime and InferenceService, unchanged")
     for path in reference_files():
         say("  " + kubectl(kc, "apply", "-f", str(path)).strip().replace("\n", "\n  "))
-    say("== 5/5 waiting for Ready")
+    say("== 5/6 waiting for Ready (the leaders answer /health)")
     obj = wait_ready(kc)
     say(f"\nReady in {time.monotonic() - started:.0f} s.\n\n== Placement")
     print_placement(kc)
@@ -158,24 +209,31 @@ def up() -> int:
     for line in kubectl(kc, "get", "isvc", "-A").splitlines():
         say("  " + line)
     say(f"\n  status.url: {obj['status']['url']}")
+    say("\n== 6/6 the walkthrough: kubectl port-forward + curl, the seed's commands verbatim")
+    walkthrough(cluster)
+    say(f"\nReply printed {time.monotonic() - started:.0f} s after `make demo` started.")
     say(
-        "\n== Keep exploring\n"
+        "\n== Keep exploring (the port-forward keeps running)\n"
         f"  export KUBECONFIG={kc}\n"
         f'  export PATH="{REPO}/.venv/bin:$PATH"   # kubectl and ome-operator\n'
-        "  kubectl get isvc -A\n"
+        "  curl -s http://localhost:8080/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+        """    -d '{"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16}'\n"""
+        f"  kubectl logs -n {NS} {ISVC}-decoder-0-0\n"
+        f"  kubectl logs -n {NS} deployment/{ISVC}-router\n"
         f"  kubectl describe isvc -n {NS} {ISVC}\n"
         f"  kubectl get pods -n {NS} -o wide\n"
         f"  curl -s {op.health_url}/metrics | grep ^ome_\n"
-        "  make demo-down     # stops the operator and the cluster, removes their files"
+        "  make demo-down     # stops the port-forward, the operator, the pods' processes and the cluster"
     )
     return 0
 
 
 def down() -> int:
     cluster = LocalCluster(NAME)
+    _stop_pid_file(port_forward_pid_file(cluster), b"port-forward")
     stop_operator(cluster)
     cluster.stop()
-    say("demo stopped: operator and cluster processes ended, files removed")
+    say("demo stopped: port-forward, operator, the pods' processes and the cluster ended, files removed")
     return 0
 
 

@@ -33,15 +33,8 @@ class ReferenceFiles(NamedTuple):
 
 
 def reference_files() -> ReferenceFiles:
-    """OME's three Kimi K2 files, unchanged (tests/golden holds byte-identical copies, for clones
-    without the shared directory beside them)."""
-    shared = REPO.parent / "shared" / "reference" / "ome" / "config"
-    if shared.is_dir():
-        return ReferenceFiles(
-            shared / "models/moonshotai/Kimi-K2-Instruct.yaml",
-            shared / "runtimes/srt/kimi-k2-pd-rt.yaml",
-            shared / "samples/isvc/moonshotai/kimi-k2-pd.yaml",
-        )
+    """OME's three Kimi K2 files, unchanged: the byte-identical copies kept in the repository (a clone
+    has them; tests compare them with OME's originals where those are at hand)."""
     golden = REPO / "tests" / "golden" / "kimi-k2-reference" / "input"
     return ReferenceFiles(golden / "Kimi-K2-Instruct.yaml", golden / "kimi-k2-pd-rt.yaml", golden / "kimi-k2-pd.yaml")
 

@@ -92,3 +92,12 @@ def processes_with_arg(marker: str, names: Iterable[str]) -> list[Proc]:
         if name in wanted and ticks is not None and any(marker in a for a in args[1:]):
             found.append(Proc(name, int(entry.name), ticks))
     return found
+
+
+def is_runner_of(pid: int, cluster_dir: Path) -> bool:
+    """Whether pid is the `python -m devtools.runner --cluster-dir <cluster_dir>` of that cluster."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return "devtools.runner" in args and str(cluster_dir) in args

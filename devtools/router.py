@@ -35,6 +35,10 @@ from devtools.operator import free_port
 from ome_operator.render.engine_args import expand_k8s
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+# A router that registers a worker loads that model's tokenizer, from the Hugging Face hub when the
+# model path is not a local directory (here it never is). The hub endpoint goes to a loopback port
+# where nothing listens, so that attempt fails at once without leaving the machine.
+OFFLINE_HUB = {"HF_ENDPOINT": "http://127.0.0.1:1", "HF_HUB_OFFLINE": "1"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # One line per pod the discovery watcher accepts (sglang-router 0.3.x, src/service_discovery.rs).
 _ADDING_POD = re.compile(r"Adding pod: (?P<name>\S+) \| type: (?P<type>[^|]+?) \| url: (?P<url>\S+)")
@@ -209,6 +213,7 @@ class RouterProcess:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.workdir),
             "KUBECONFIG": str(self.kubeconfig),
+            **OFFLINE_HUB,
         }
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -585,8 +585,12 @@ class _Captured(logging.Handler):
         self.messages.append(re.sub(r"\x1b\[[0-9;]*m", "", record.getMessage()))
 
 
-def real_parse(parser: argparse.ArgumentParser, argv: list[str], router: bool = False) -> dict[str, Any]:
-    """Run the real parser on argv; return the verdict and the deprecation warnings it logged."""
+def real_parse(
+    parser: argparse.ArgumentParser, argv: list[str], router: bool = False, router_module: str = "sglang_router"
+) -> dict[str, Any]:
+    """Run the real parser on argv; return the verdict and the deprecation warnings it logged.
+    With ``router``, also ``<router_module>.router_args.RouterArgs.from_cli_args``, as the router's
+    own launcher does (``smg`` for the current gateway)."""
     handler = _Captured()
     root = logging.getLogger()
     root.addHandler(handler)
@@ -596,9 +600,10 @@ def real_parse(parser: argparse.ArgumentParser, argv: list[str], router: bool = 
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
             ns = parser.parse_args(argv)
             if router:
-                from sglang_router.router_args import RouterArgs
+                import importlib
 
-                RouterArgs.from_cli_args(ns, use_router_prefix=False)
+                router_args = importlib.import_module(f"{router_module}.router_args")
+                router_args.RouterArgs.from_cli_args(ns, use_router_prefix=False)
     except SystemExit:
         lines = [line for line in err.getvalue().splitlines() if line.strip()]
         error = lines[-1] if lines else "exit"

@@ -45,6 +45,7 @@ GOLDEN_REFERENCE = REPO / "tests" / "golden" / "kimi-k2-reference" / "input"
 SHARED_REFERENCE = REPO.parent / "shared" / "reference" / "ome"
 REFERENCE = SHARED_REFERENCE if SHARED_REFERENCE.is_dir() else GOLDEN_REFERENCE
 GENERATOR = REPO / "hack" / "sglang_flags.py"
+SMG_GENERATOR = REPO / "hack" / "smg_flags.py"
 
 pytestmark = pytest.mark.sglang
 
@@ -174,10 +175,12 @@ def test_catalog_router_flags(source: str, argv: list[str]) -> None:
 
 @pytest.mark.parametrize(("source", "argv"), ROUTERS, ids=[s for s, _ in ROUTERS])
 def test_catalog_router_flags_real_parser(source: str, argv: list[str]) -> None:
-    """The router's real parser is installed in the dev environment: run it too."""
-    launch_router = pytest.importorskip("sglang_router.launch_router")
+    """The catalog's router is the SGLang gateway (`smg launch`); its real parser is installed in the
+    dev environment (PyPI smg, pinned like the table): run it too."""
+    launch_router = pytest.importorskip("smg.launch_router")
     command = find_command(argv, ROUTER_ENV)
-    assert command is not None and command.parser == "router"
+    assert command is not None and command.parser == "smg"
+    assert command.entry == "smg launch"
     parsed = launch_router.parse_router_args(list(command.args))
     selectors = [parsed.selector, parsed.prefill_selector, parsed.decode_selector]
     for selector in selectors:
@@ -297,10 +300,22 @@ def test_catalog_and_reference_against_the_real_parser(real_parser: None) -> Non
                     "ours": True,
                 }
             )
+    smg_requests = []
     for source, argv in ROUTERS:
         command = find_command(argv, ROUTER_ENV)
-        assert command is not None
-        requests.append({"parser": "router", "argv": list(command.args), "source": source, "ours": True})
+        assert command is not None and command.parser == "smg"
+        smg_requests.append({"argv": list(command.args), "source": source})
+    # smg's parser has a venv of its own (hack/smg_flags.py).
+    smg = subprocess.run(
+        [sys.executable, str(SMG_GENERATOR), "--parse"],
+        input=json.dumps(smg_requests),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    for request, verdict in zip(smg_requests, json.loads(smg.stdout), strict=True):
+        assert verdict["ok"] and not verdict["warnings"], (request["source"], verdict)
     for runner in runners(REFERENCE):
         command = find_command(argv_of(runner), env_of(runner))
         assert command is not None
@@ -348,10 +363,11 @@ def test_catalog_and_reference_against_the_real_parser(real_parser: None) -> Non
 
 def test_make_sglang_flags_is_reproducible(real_parser: None) -> None:
     """Regenerating the tables from the real parsers gives the committed files byte for byte."""
-    proc = subprocess.run(
-        [sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, check=False, timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for generator in (GENERATOR, SMG_GENERATOR):
+        proc = subprocess.run(
+            [sys.executable, str(generator), "--check"], capture_output=True, text=True, check=False, timeout=600
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_tables_name_the_versions_they_came_from() -> None:
@@ -365,6 +381,9 @@ def test_tables_name_the_versions_they_came_from() -> None:
     router = load_table("router")
     installed = importlib.metadata.version("sglang-router")
     assert router.version == "0.3.2", f"router table from {router.version}; dev environment has {installed}"
+    smg = load_table("smg")
+    assert smg.version == "1.13.0" == importlib.metadata.version("smg"), smg.version
+    assert smg.probes and all(p["argv"] for p in smg.probes)
 
 
 # --- rendered manifests: what the pods would actually run ---------------------------------------

@@ -1,7 +1,9 @@
 """Reading ome.io objects from YAML, with problems reported as `Kind/name: field.path: reason`.
 
-The same checks the CRD enforces with CEL rules are repeated here, so `render` and `plan` reject
-offline exactly what the API server would reject.
+Everything the API server checks is checked here too, so `render` and `plan` reject offline
+exactly what `kubectl apply` would reject, with the same paths: unknown fields and types (the
+closed, strict models and the vendored Kubernetes definitions, see base.py), bounds, and the CEL
+rules, whose Python twins sit beside them (base.Rule) and run in `check_rules`.
 """
 
 from __future__ import annotations
@@ -15,19 +17,18 @@ from typing import Any
 import pydantic
 import yaml
 
-from .base import API_VERSION, GROUP, Resource
+from .base import ADMISSION, API_VERSION, DNS_1123_SUBDOMAIN, GROUP, MAX_SUBDOMAIN, OmeModel, Resource, class_rules
 from .inferenceservice import InferenceService
 from .model import BaseModel, ClusterBaseModel
 from .runtime import ClusterServingRuntime, ServingRuntime
-from .storage_uri import SERVED_SCHEMES as STORAGE_SCHEMES
 
 KIND_TYPES: dict[str, type[Resource]] = {
     cls.crd.kind: cls for cls in (ClusterBaseModel, BaseModel, ClusterServingRuntime, ServingRuntime, InferenceService)
 }
 
-DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# What pydantic calls the errors the API server words differently.
+_REASONS = {"extra_forbidden": "unknown field", "missing": "Required value"}
 
 
 @dataclass(frozen=True)
@@ -112,48 +113,59 @@ def parse_object(doc: dict[str, Any]) -> tuple[Resource | None, list[Problem]]:
         known = ", ".join(sorted(KIND_TYPES))
         return None, [Problem(kind, name, "kind", f"unknown kind, expected one of {known}")]
     try:
-        obj = cls.model_validate(doc)
+        obj = cls.model_validate(doc, context=ADMISSION)
     except pydantic.ValidationError as exc:
-        return None, [
-            Problem(kind, name, _loc(err["loc"]), _one_line(err["msg"])) for err in exc.errors(include_url=False)
-        ]
+        problems: list[Problem] = []
+        for err in exc.errors(include_url=False):
+            problem = Problem(kind, name, _loc(err["loc"]), _REASONS.get(err["type"], _one_line(err["msg"])))
+            if problem not in problems:
+                problems.append(problem)
+        return None, problems
     return obj, check_rules(obj)
 
 
 def check_rules(obj: Resource) -> list[Problem]:
-    """The CRD's CEL rules, in Python (kept in step by tests/test_schema.py)."""
+    """The CRD's CEL rules in Python (each Rule's twin), plus the name checks the API server makes itself."""
     problems: list[Problem] = []
 
     def add(path: str, reason: str) -> None:
         problems.append(Problem(obj.crd.kind, obj.name, path, reason))
 
-    if isinstance(obj, InferenceService):
-        # Its name becomes Service and label values: the stricter DNS-1035 label rule applies.
-        if not DNS_1035.match(obj.name) or len(obj.name) > 63:
-            add("metadata.name", "must be a DNS-1035 label: lowercase letters, digits, '-', starting with a letter")
-    elif not DNS_1123_SUBDOMAIN.match(obj.name) or len(obj.name) > 253:
+    # InferenceService names have their own, stricter rule (a Rule on the class).
+    if not isinstance(obj, InferenceService) and not (
+        re.search(DNS_1123_SUBDOMAIN, obj.name) and len(obj.name) <= MAX_SUBDOMAIN
+    ):
         add("metadata.name", "must be a DNS subdomain: lowercase letters, digits, '-' and '.'")
     if obj.crd.scope == "Namespaced" and obj.namespace is not None and not _is_dns_label(obj.namespace):
         add("metadata.namespace", "must be a DNS label")
-    if isinstance(obj, InferenceService) and obj.spec.decoder is not None and obj.spec.engine is None:
-        add("spec.decoder", "a decoder requires an engine (prefill) component")
-    if isinstance(obj, ClusterBaseModel | BaseModel):
-        uri = obj.spec.storage.storage_uri
-        scheme = uri.split("://", 1)[0] if "://" in uri else ""
-        if scheme not in STORAGE_SCHEMES or not uri.split("://", 1)[1]:
-            schemes = ", ".join(f"{s}://" for s in STORAGE_SCHEMES)
-            add(
-                "spec.storage.storageUri",
-                f"unsupported storage URI {uri!r}: must start with one of {schemes}",
-            )
-        path = obj.spec.storage.path
-        if path is not None and not path.startswith("/"):
-            add("spec.storage.path", "must be an absolute path")
-    if isinstance(obj, ClusterServingRuntime | ServingRuntime):
-        size_range = obj.spec.model_size_range
-        if size_range is not None and (size_range.min is None) != (size_range.max is None):
-            add("spec.modelSizeRange", "needs both min and max")
+    for path, node in _walk(obj, ""):
+        for rule in class_rules(type(node)):
+            if not rule.holds(node):
+                add(_join(path, rule.field_path.lstrip(".")), rule.message)
     return problems
+
+
+def _walk(node: OmeModel, path: str) -> Iterator[tuple[str, OmeModel]]:
+    """Every API object inside `node` (itself first) with its field path, as the API server spells it."""
+    yield path, node
+    for name, info in type(node).model_fields.items():
+        key = _join(path, info.alias or name)
+        yield from _walk_value(getattr(node, name), key)
+
+
+def _walk_value(value: object, path: str) -> Iterator[tuple[str, OmeModel]]:
+    if isinstance(value, OmeModel):
+        yield from _walk(value, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk_value(item, f"{path}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk_value(item, f"{path}.{key}")
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path and name else path or name
 
 
 def _is_dns_label(value: str) -> bool:

@@ -2,33 +2,93 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Condition, CrdInfo, OmeModel, PrinterColumn, Resource, Unstructured, desc
-from .storage_uri import SERVED_SCHEMES as STORAGE_SCHEMES
+from .base import (
+    MAX_INT32,
+    MAX_INT64,
+    Condition,
+    CrdInfo,
+    OmeModel,
+    PrinterColumn,
+    Resource,
+    Rule,
+    Unstructured,
+    desc,
+)
+from .pod import NodeAffinity
+from .storage_uri import SERVED_SCHEMES, SUPPORTED, UNSERVED_SCHEMES
 
 MODEL_STATES = ("Creating", "Importing", "In_Transit", "In_Training", "Ready", "Failed")
+# A parameter count as OME writes and parses it: 7B, 1.03T, 500M (a bare number is a count).
+PARAMETER_SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?[KMBT]?$"
+STORAGE_URI_PATTERN = "^(" + "|".join(SERVED_SCHEMES) + ")://.+"
 
 
 class ModelFormat(OmeModel):
     """A model format or framework with an optional version (e.g. safetensors 1.0.0, transformers 4.48.3)."""
 
-    name: str = desc("Name, e.g. safetensors or transformers.")
+    name: str = desc("Name, e.g. safetensors or transformers.", min_length=1)
     version: str | None = desc("Version, e.g. 1.0.0.", default=None)
     operator: Literal["Equal", "GreaterThan", "GreaterThanOrEqual"] | None = desc(
         "How a runtime compares the model's version with its own (default Equal).", default=None
     )
-    weight: int | None = desc("Weight of this match in runtime auto-selection (default 1).", default=None)
+    weight: int | None = desc(
+        "Weight of this match in runtime auto-selection (default 1; 0 means the default).",
+        default=None,
+        ge=0,
+        le=MAX_INT32,
+    )
+
+
+class DiffusionComponent(OmeModel):
+    """One component of a diffusers pipeline (model_index.json): the library and class that load it."""
+
+    library: str | None = desc("Library of the component, e.g. diffusers or transformers.", default=None)
+    type: str | None = desc("Class of the component, e.g. AutoencoderKL.", default=None)
+
+
+class DiffusionPipeline(OmeModel):
+    """A diffusers pipeline, as model_index.json describes it (OME DiffusionPipelineSpec)."""
+
+    class_name: str | None = desc("Pipeline class, e.g. FluxPipeline.", default=None)
+    scheduler: DiffusionComponent | None = desc("The scheduler.", default=None)
+    text_encoder: DiffusionComponent | None = desc("The text encoder.", default=None)
+    tokenizer: DiffusionComponent | None = desc("The tokenizer.", default=None)
+    transformer: DiffusionComponent | None = desc("The denoising transformer.", default=None)
+    vae: DiffusionComponent | None = desc("The VAE.", default=None)
+    additional_components: dict[str, DiffusionComponent] | None = desc(
+        "Other components by name, e.g. text_encoder_2.", default=None
+    )
 
 
 class StorageSpec(OmeModel):
     """Where the weights come from and where they are kept on each node."""
 
+    rules = (
+        Rule(
+            cel=f"self.storageUri.matches('{STORAGE_URI_PATTERN}')",
+            message=(
+                f"unsupported storage URI: use one of {SUPPORTED} "
+                f"({', '.join(s + '://' for s in UNSERVED_SCHEMES)} are OME's but not served yet)"
+            ),
+            field_path=".storageUri",
+            holds=lambda s: re.search(STORAGE_URI_PATTERN, s.storage_uri) is not None,
+        ),
+        Rule(
+            cel="!has(self.path) || self.path.startsWith('/')",
+            message="must be an absolute path",
+            field_path=".path",
+            holds=lambda s: s.path is None or s.path.startswith("/"),
+        ),
+    )
+
     storage_uri: str = desc(
-        "Source of the weights: hf://org/repo[@revision], local:///abs/path, pvc://[ns:]name/sub, "
-        "oci://n/{ns}/b/{bucket}/o/{prefix}, s3://, gs:// or az://."
+        f"Source of the weights: {SUPPORTED}. OME's oci://, s3://, gs:// and az:// are refused until "
+        "the downloader serves them."
     )
     path: str | None = desc(
         "Absolute path on each node where the weights are written and from where pods mount them.",
@@ -42,7 +102,7 @@ class StorageSpec(OmeModel):
         default=None,
     )
     node_selector: dict[str, str] | None = desc("Nodes that must hold a copy (all labels must match).", default=None)
-    node_affinity: Unstructured | None = desc(
+    node_affinity: NodeAffinity | None = desc(
         "Nodes that must hold a copy (core NodeAffinity; requiredDuringScheduling is honoured).", default=None
     )
     download_policy: Literal["AlwaysDownload", "ReuseIfExists"] | None = desc(
@@ -54,24 +114,33 @@ class StorageSpec(OmeModel):
 class BaseModelSpec(OmeModel):
     """A model's identity, capabilities and storage."""
 
-    storage: StorageSpec = desc("Where the weights come from and where they live on nodes.")
+    storage: StorageSpec | None = desc(
+        "Where the weights come from and where they live on nodes (optional, as in OME).", default=None
+    )
     model_format: ModelFormat | None = desc("Weight format, e.g. safetensors 1.0.0.", default=None)
     model_type: str | None = desc("config.json model_type, e.g. kimi_k2 or llama.", default=None)
     model_framework: ModelFormat | None = desc("Framework, e.g. transformers 4.48.3.", default=None)
     model_architecture: str | None = desc("config.json architectures[0], e.g. DeepseekV3ForCausalLM.", default=None)
     quantization: str | None = desc("Quantization, e.g. fp8, fbgemm_fp8, int4.", default=None)
-    model_parameter_size: str | None = desc("Parameter count with suffix, e.g. 7B, 671B, 1T.", default=None)
+    model_parameter_size: str | None = desc(
+        "Parameter count with suffix, e.g. 7B, 671B, 1T.", default=None, pattern=PARAMETER_SIZE_PATTERN
+    )
     model_capabilities: list[str] | None = desc("Capabilities, e.g. TEXT_TO_TEXT, EMBEDDING.", default=None)
     api_capabilities: list[str] | None = desc("API capabilities, e.g. OPENAI_V1_CHAT_COMPLETIONS.", default=None)
-    model_configuration: Unstructured | None = desc("Free-form model configuration summary.", default=None)
+    model_configuration: Unstructured | None = desc(
+        "Free-form summary of the model's configuration (model_type, context_length, torch_dtype, ...). "
+        "Free-form on purpose: OME declares it raw JSON, written by its model agent from whatever the "
+        "model's config.json holds.",
+        default=None,
+    )
     display_name: str | None = desc("Human-readable name.", default=None)
     version: str | None = desc("Version of this model entry.", default=None)
     disabled: bool | None = desc("A disabled model cannot be served.", default=None)
     vendor: str | None = desc("Vendor, e.g. moonshotai.", default=None)
     compartment_id: str | None = Field(default=None, alias="compartmentID", description="OCI compartment.")
     serving_mode: list[str] | None = desc("On-demand or Dedicated.", default=None)
-    max_tokens: int | None = desc("Maximum context length in tokens.", default=None)
-    diffusion_pipeline: Unstructured | None = desc("Diffusers pipeline description.", default=None)
+    max_tokens: int | None = desc("Maximum context length in tokens.", default=None, ge=1, le=MAX_INT32)
+    diffusion_pipeline: DiffusionPipeline | None = desc("Diffusers pipeline description.", default=None)
     additional_metadata: dict[str, str] | None = desc("Free-form metadata.", default=None)
     allow_pickle: bool | None = desc(
         "Allow pickle weight formats (.bin, .pt); off by default because loading them runs code.",
@@ -83,18 +152,18 @@ class DownloadProgress(OmeModel):
     """Progress of one node's download, as published by its download Job."""
 
     phase: str | None = desc("Resolving, Downloading, Verifying, Ready or Failed.", default=None)
-    total_bytes: int | None = desc("Bytes to transfer in total.", default=None)
-    completed_bytes: int | None = desc("Bytes verified in place so far.", default=None)
-    total_files: int | None = desc("Files in the model.", default=None)
-    completed_files: int | None = desc("Files verified in place so far.", default=None)
-    speed_bytes_per_sec: int | None = desc("Current throughput.", default=None)
-    eta_seconds: int | None = desc("Estimated seconds left.", default=None)
+    total_bytes: int | None = desc("Bytes to transfer in total.", default=None, ge=0, le=MAX_INT64)
+    completed_bytes: int | None = desc("Bytes verified in place so far.", default=None, ge=0, le=MAX_INT64)
+    total_files: int | None = desc("Files in the model.", default=None, ge=0, le=MAX_INT64)
+    completed_files: int | None = desc("Files verified in place so far.", default=None, ge=0, le=MAX_INT64)
+    speed_bytes_per_sec: int | None = desc("Current throughput.", default=None, ge=0, le=MAX_INT64)
+    eta_seconds: int | None = desc("Estimated seconds left.", default=None, ge=0, le=MAX_INT64)
     last_updated: str | None = desc("When this progress was published.", default=None)
     message: str | None = desc("What went wrong, for a failed node.", default=None)
     bytes_transferred: int | None = desc(
-        "Bytes received from the source so far (resumed bytes excluded).", default=None
+        "Bytes received from the source so far (resumed bytes excluded).", default=None, ge=0, le=MAX_INT64
     )
-    elapsed_seconds: float | None = desc("Seconds since this node's download started.", default=None)
+    elapsed_seconds: float | None = desc("Seconds since this node's download started.", default=None, ge=0)
     commit: str | None = desc("Repository commit being copied.", default=None)
 
 
@@ -104,14 +173,16 @@ class ModelMetadata(OmeModel):
     commit: str | None = desc("Repository commit the copy was made from.", default=None)
     architecture: str | None = desc("config.json architectures[0].", default=None)
     model_type: str | None = desc("config.json model_type.", default=None)
-    parameter_count: int | None = desc("Parameter count summed from safetensors tensor shapes.", default=None)
+    parameter_count: int | None = desc(
+        "Parameter count summed from safetensors tensor shapes.", default=None, ge=0, le=MAX_INT64
+    )
     parameter_size: str | None = desc("Parameter count with suffix, e.g. 1.03T.", default=None)
     dtype: str | None = desc("Dominant weight dtype, e.g. F8_E4M3 or BF16.", default=None)
     quantization: str | None = desc("quantization_config.quant_method, e.g. fp8.", default=None)
-    max_tokens: int | None = desc("max_position_embeddings.", default=None)
+    max_tokens: int | None = desc("max_position_embeddings.", default=None, ge=0, le=MAX_INT64)
     transformers_version: str | None = desc("config.json transformers_version.", default=None)
-    size_bytes: int | None = desc("Bytes of the verified copy.", default=None)
-    files: int | None = desc("Files in the verified copy.", default=None)
+    size_bytes: int | None = desc("Bytes of the verified copy.", default=None, ge=0, le=MAX_INT64)
+    files: int | None = desc("Files in the verified copy.", default=None, ge=0, le=MAX_INT64)
 
 
 class ModelStatus(OmeModel):
@@ -132,7 +203,9 @@ class ModelStatus(OmeModel):
     architecture: str | None = desc("Effective architecture: spec if set, else discovered.", default=None)
     parameter_size: str | None = desc("Effective parameter size: spec if set, else discovered.", default=None)
     conditions: list[Condition] | None = desc("Ready, Downloaded, InUse conditions.", default=None)
-    observed_generation: int | None = desc("Spec generation this status was computed from.", default=None)
+    observed_generation: int | None = desc(
+        "Spec generation this status was computed from.", default=None, ge=0, le=MAX_INT64
+    )
 
 
 def _model_columns() -> tuple[PrinterColumn, ...]:
@@ -146,25 +219,12 @@ def _model_columns() -> tuple[PrinterColumn, ...]:
     )
 
 
-_STORAGE_RULE = (
-    "self.spec.storage.storageUri.matches('^(" + "|".join(STORAGE_SCHEMES) + r")://.+')",
-    "storageUri must start with one of " + ", ".join(f"{s}://" for s in STORAGE_SCHEMES),
-    ".spec.storage.storageUri",
-)
-_PATH_RULE = (
-    "!has(self.spec.storage.path) || self.spec.storage.path.startsWith('/')",
-    "storage.path must be an absolute path",
-    ".spec.storage.path",
-)
-
-
 def _model_crd(kind: str, plural: str, scope: str, usable_from: str) -> CrdInfo:
     return CrdInfo(
         kind=kind,
         plural=plural,
         scope=scope,
         printer_columns=_model_columns(),
-        validations=(_STORAGE_RULE, _PATH_RULE),
         description=f"A model whose weights the operator places on nodes, usable from {usable_from}.",
     )
 

@@ -20,7 +20,7 @@ MAX_BACKOFF = 60.0
 
 
 class WorkQueue:
-    def __init__(self, handle: Callable[[Hashable], None], workers: int = 4, debounce: float = 0.2) -> None:
+    def __init__(self, handle: Callable[[Hashable], None], workers: int = 4, debounce: float = 0.01) -> None:
         self._handle = handle
         self._workers = workers
         self._debounce = debounce

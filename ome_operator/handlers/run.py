@@ -173,16 +173,22 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: the download Jobs run the same CLI and should not pay for kopf at start-up.
     import kopf
 
-    from ome_operator.kube.client import Kube, load_api_client
+    from ome_operator.kube.cache import Cache
+    from ome_operator.kube.client import Kube, clone_api_client, load_api_client
 
-    from .wiring import Operator, build_registry
+    from .wiring import Operator, build_registry, cache_scopes
 
     setup_logging(args.log_format, args.log_level)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
     settings = Settings(operator_namespace=args.operator_namespace, image=args.image, hf_endpoint=args.hf_endpoint)
-    kube = Kube(load_api_client(args.kubeconfig))
+    api = load_api_client(args.kubeconfig)
+    scopes = cache_scopes(args.namespace, settings.operator_namespace)
+    # Its own connection pool: every scope's watch holds one connection for minutes at a time.
+    cache = Cache(clone_api_client(api, pool=len(scopes) + 4), scopes)
+    kube = Kube(api, cache=cache)
     op = Operator(kube, settings, resync_seconds=args.resync_seconds, workers=args.workers)
+    cache.listener = op.on_cache_event
     registry = build_registry(op)
 
     @kopf.on.login(registry=registry)
@@ -204,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
     ready, alive = threading.Event(), threading.Event()
     alive.set()
     server = serve_health(args.health_listen, ready, alive)
+    cache.start()
     op.queue.start()
     log.info("ome-operator starting: namespaces=%s peering=%s", args.namespace or "all", args.peering or "standalone")
     check_download_namespace(kube, settings.operator_namespace)
@@ -211,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
 
     def mark_ready() -> None:
         ready_flag.wait()
+        kube.wait_synced()
         ready.set()
 
     threading.Thread(target=mark_ready, name="readiness", daemon=True).start()
@@ -229,5 +237,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         alive.clear()
         op.queue.stop()
+        cache.stop()
         server.shutdown()
     return 0

@@ -1,8 +1,11 @@
 """kopf wiring only: every event becomes a key on the work queue; the queue calls reconcile.
 
-Parents (models, InferenceServices) are watched for every event and resynced by a timer; children
-carrying our managed-by label are watched so a deleted or edited child is restored within seconds;
-runtime, model and node changes re-queue the InferenceServices and models they affect.
+kopf watches the parents (models, InferenceServices): it runs the resync timers, the models'
+deletion finalizers and peering, and tells us which parents this replica serves. Everything the
+reconcilers read comes from the watch-backed cache in kube/, and the cache's events re-queue what
+they affect: a changed parent itself, a child's owner, the InferenceServices of a changed runtime,
+the models on a relabelled node. Only parents kopf has delivered are queued from cache events, so
+a standby replica (kopf paused by peering) reconciles nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any, cast
 import kopf
 
 from ome_operator.api import GROUP, VERSION
+from ome_operator.kube.cache import Scope
 from ome_operator.kube.client import Kube
 from ome_operator.reconcile.isvc import reconcile_inference_service
 from ome_operator.reconcile.model import ModelOutcome, cleanup_model, reconcile_model
@@ -28,17 +32,35 @@ from .queue import WorkQueue
 log = logging.getLogger(__name__)
 Key = tuple[str, str | None, str]
 MANAGED = {"app.kubernetes.io/managed-by": names.MANAGED_BY}
-CHILDREN = (
-    ("apps", "v1", "statefulsets"),
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("", "v1", "serviceaccounts"),
-    ("", "v1", "configmaps"),
-    ("", "v1", "pods"),
-    ("batch", "v1", "jobs"),
-    ("rbac.authorization.k8s.io", "v1", "roles"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+CHILD_KINDS = (
+    "StatefulSet",
+    "Deployment",
+    "Service",
+    "ServiceAccount",
+    "ConfigMap",
+    "Pod",
+    "Job",
+    "Role",
+    "RoleBinding",
 )
+PARENT_KINDS = ("InferenceService", "ClusterBaseModel", "BaseModel")
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={names.MANAGED_BY}"
+# Children change in bursts (a StatefulSet's pods become Ready one by one): one pass per burst.
+CHILD_DELAY = 0.1
+
+
+def cache_scopes(namespaces: list[str], operator_namespace: str) -> list[Scope]:
+    """What the cache holds: all parents and runtimes, all nodes, and only the children (and pods)
+    carrying our managed-by label, selected by the API server, so other pods never reach us."""
+    scopes = [Scope("ClusterBaseModel"), Scope("ClusterServingRuntime"), Scope("Node")]
+    parent_namespaces: list[str | None] = list(namespaces) or [None]
+    # With namespaces given, cluster-model download Jobs run in the operator's namespace too.
+    child_namespaces: list[str | None] = [*sorted({*namespaces, operator_namespace})] if namespaces else [None]
+    for ns in parent_namespaces:
+        scopes += [Scope("InferenceService", ns), Scope("BaseModel", ns), Scope("ServingRuntime", ns)]
+    for ns in child_namespaces:
+        scopes += [Scope(kind, ns, MANAGED_SELECTOR) for kind in CHILD_KINDS]
+    return scopes
 
 
 def utc_now() -> str:
@@ -55,6 +77,7 @@ class Operator:
     workers: int = 4
     queue: WorkQueue = field(init=False)
     uses: dict[Key, tuple[str | None, str | None]] = field(default_factory=dict)  # isvc -> (model, runtime)
+    seen: set[Key] = field(default_factory=set)  # parents kopf delivered: the ones this replica serves
     models: set[Key] = field(default_factory=set)
     download_phases: dict[Key, dict[str, int]] = field(default_factory=dict)
     node_labels: dict[str, dict[str, str] | None] = field(default_factory=dict)
@@ -67,6 +90,7 @@ class Operator:
 
     def reconcile_key(self, key: Hashable) -> None:
         kind, namespace, name = cast(Key, key)
+        self.kube.wait_synced()  # a pass over a half-filled cache would report missing runtimes
         metrics.RECONCILES.labels(kind=kind).inc()
         with metrics.RECONCILE_SECONDS.labels(kind=kind).time():
             try:
@@ -128,14 +152,54 @@ class Operator:
         labels = meta.get("labels") or {}
         namespace = meta.get("namespace")
         if names.LABEL_ISVC in labels and labels.get("app.kubernetes.io/component") != "model-download":
-            self.queue.add(("InferenceService", namespace, labels[names.LABEL_ISVC]))
+            self.add_seen(("InferenceService", namespace, labels[names.LABEL_ISVC]), CHILD_DELAY)
         model = labels.get(names.LABEL_MODEL)
         if model:
             scope, _, model_name = model.partition(".")
             if scope == "cluster":
-                self.queue.add(("ClusterBaseModel", None, model_name))
+                self.add_seen(("ClusterBaseModel", None, model_name), CHILD_DELAY)
             else:
-                self.queue.add(("BaseModel", scope, model_name))
+                self.add_seen(("BaseModel", scope, model_name), CHILD_DELAY)
+
+    def add_seen(self, key: Key, delay: float | None = None) -> None:
+        if key in self.seen:
+            self.queue.add(key, delay)
+
+    def on_cache_event(self, type: str, obj: Any) -> None:
+        """Called from the cache's watch threads for every change it applies."""
+        kind, meta = obj.get("kind"), obj["metadata"]
+        if kind in PARENT_KINDS:
+            key: Key = (kind, None if kind == "ClusterBaseModel" else meta.get("namespace"), meta["name"])
+            self.add_seen(key)
+            if kind == "InferenceService":
+                self.enqueue_models_of(key, obj, type)
+            else:
+                self.enqueue_services_using(model=key[2])
+            if type == "DELETED":
+                self.seen.discard(key)
+                self.models.discard(key)
+        elif kind in ("ClusterServingRuntime", "ServingRuntime"):
+            # OME does not re-roll InferenceServices when a runtime changes; we do.
+            self.enqueue_services_using(runtime=meta["name"])
+        elif kind == "Node":
+            # A new, removed or relabelled node may become (or stop being) a download target;
+            # status-only updates (heartbeats) are ignored.
+            labels = None if type == "DELETED" else dict(meta.get("labels") or {})
+            if self.node_labels.get(meta["name"]) != labels:
+                self.node_labels[meta["name"]] = labels
+                for model_key in list(self.models):
+                    self.queue.add(model_key, delay=1.0)
+        else:
+            self.enqueue_owner_of(obj)
+
+    def enqueue_models_of(self, key: Key, body: Any, type: str | None) -> None:
+        """The model lists who uses it (condition InUse): let it see this InferenceService come and go."""
+        model = ((body.get("spec") or {}).get("model") or {}).get("name")
+        known = self.uses.get(key, (None, None))[0]
+        # Status-only updates (most MODIFIED events) do not change who uses which model.
+        if model and (type != "MODIFIED" or model != known):
+            self.add_seen(("ClusterBaseModel", None, model))
+            self.add_seen(("BaseModel", key[1], model))
 
 
 def build_registry(op: Operator) -> kopf.OperatorRegistry:
@@ -148,21 +212,23 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
 
         @kopf.on.event(GROUP, VERSION, plural, registry=registry)
         def on_event(body: Any, type: str | None, **_: Any) -> None:
+            # The cache's own events drive the passes; kopf says which parents are ours, and
+            # the first delivery (the cache may have listed the object before kopf did) queues it.
             key = key_of(body)
+            if key in op.seen and type != "DELETED":
+                return
             op.queue.add(key)
             if kind == "InferenceService":
-                # The model lists who uses it (condition InUse): let it see this one come and go.
-                model = ((body.get("spec") or {}).get("model") or {}).get("name")
-                known = op.uses.get(key, (None, None))[0]
-                # Status-only updates (most MODIFIED events) do not change who uses which model.
-                if model and (type != "MODIFIED" or model != known):
-                    op.queue.add(("ClusterBaseModel", None, model))
-                    op.queue.add(("BaseModel", key[1], model))
+                op.enqueue_models_of(key, body, type)
             else:
-                op.models.add(key)
                 op.enqueue_services_using(model=key[2])
-                if type == "DELETED":
-                    op.models.discard(key)
+            if type == "DELETED":
+                op.seen.discard(key)
+                op.models.discard(key)
+            else:
+                op.seen.add(key)
+                if kind != "InferenceService":
+                    op.models.add(key)
 
         @kopf.timer(GROUP, VERSION, plural, interval=op.resync_seconds, registry=registry)
         def on_timer(body: Any, **_: Any) -> None:
@@ -180,29 +246,5 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
 
     model_deletion("clusterbasemodels", "ClusterBaseModel")
     model_deletion("basemodels", "BaseModel")
-
-    for plural in ("clusterservingruntimes", "servingruntimes"):
-
-        @kopf.on.event(GROUP, VERSION, plural, registry=registry)
-        def on_runtime(name: str, **_: Any) -> None:
-            # OME does not re-roll InferenceServices when a runtime changes; we do.
-            op.enqueue_services_using(runtime=name)
-
-    for group, version, plural in CHILDREN:
-
-        @kopf.on.event(group, version, plural, labels=MANAGED, registry=registry)
-        def on_child(body: Any, **_: Any) -> None:
-            op.enqueue_owner_of(body)
-
-    @kopf.on.event("", "v1", "nodes", registry=registry)
-    def on_node(type: str | None, body: Any, **_: Any) -> None:
-        # A new, removed or relabelled node may become (or stop being) a download target;
-        # status-only updates (heartbeats) are ignored.
-        name = body["metadata"]["name"]
-        labels = None if type == "DELETED" else dict(body["metadata"].get("labels") or {})
-        if op.node_labels.get(name) != labels:
-            op.node_labels[name] = labels
-            for key in list(op.models):
-                op.queue.add(key, delay=1.0)
 
     return registry

@@ -2,23 +2,30 @@
 
 A thin layer over the kubernetes client's ApiClient.call_api: every request is a plain path, so one
 small table (resources.py) replaces discovery, and server-side apply is a PATCH with the
-apply-patch content type and a single field manager.
+apply-patch content type and a single field manager. With a cache attached (cache.py), reads of
+the kinds it holds are answered from memory and every write's response is folded into it.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
+from .cache import Cache
 from .resources import KINDS, ResourceInfo
 
 FIELD_MANAGER = "ome-operator"
 PAGE_SIZE = 500
+# Concurrent writes of one pass (children that do not depend on each other), across all workers.
+WRITERS = 8
 Obj = dict[str, Any]
 API_REQUESTS = Counter("ome_api_requests_total", "Requests the reconcilers sent to the API server.", ["verb"])
 
@@ -38,14 +45,29 @@ def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def clone_api_client(api: client.ApiClient, pool: int) -> client.ApiClient:
+    """A second client with its own connection pool: each watch holds a connection for minutes."""
+    configuration = api.configuration
+    copy = client.Configuration()
+    copy.__dict__.update({k: v for k, v in configuration.__dict__.items() if k != "logger"})
+    copy.connection_pool_maxsize = pool
+    return client.ApiClient(copy)
+
+
 def info(kind: str) -> ResourceInfo:
     return KINDS[kind]
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER, cache: Cache | None = None) -> None:
         self.api = api
         self.field_manager = field_manager
+        self.cache = cache
+        self._writers: ThreadPoolExecutor | None = None
+        self._writers_lock = threading.Lock()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        return self.cache is None or self.cache.wait_synced(timeout)
 
     def _request(
         self,
@@ -80,9 +102,16 @@ class Kube:
         data = self._request(method, path, query, body, content_type)
         return json.loads(data) if data else None
 
-    def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+    def get(self, kind: str, name: str, namespace: str | None = None, fresh: bool = False) -> Obj | None:
+        """From the cache when it holds the kind; `fresh` asks the API server (after a conflict)."""
+        informer = self.cache.informer(kind, namespace) if self.cache is not None else None
+        if informer is not None and not fresh:
+            return self.cache.get(informer, name, namespace) if self.cache is not None else None
         try:
             result: Obj = self._call("GET", info(kind).path(namespace, name))
+            result.setdefault("kind", kind)
+            result.setdefault("apiVersion", info(kind).api_version)
+            self._observe(result)
             return result
         except ApiException as exc:
             if exc.status == 404:
@@ -90,7 +119,17 @@ class Kube:
             raise
 
     def list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> list[Obj]:
+        if self.cache is not None:
+            informer = self.cache.informer(kind, namespace)
+            if informer is not None:
+                found = self.cache.list(informer, namespace, label_selector)
+                if found is not None:
+                    return found
         return list(self.iter_list(kind, namespace, label_selector))
+
+    def _observe(self, obj: Obj | None) -> None:
+        if self.cache is not None:
+            self.cache.observe(obj)
 
     def iter_list(self, kind: str, namespace: str | None = None, label_selector: str | None = None) -> Iterator[Obj]:
         """All items, fetched in pages so a large cluster never arrives in one response."""
@@ -118,27 +157,51 @@ class Kube:
             query.append(("dryRun", "All"))
         path = info(obj["kind"]).path(meta.get("namespace"), meta["name"])
         result: Obj = self._call("PATCH", path, query, obj, "application/apply-patch+yaml")
+        if not dry_run:
+            self._observe(result)
         return result
+
+    def apply_many(self, objs: builtins.list[Obj]) -> builtins.list[Obj]:
+        """Apply objects that do not depend on each other concurrently; the first error is raised
+        once all have finished, so one refusal does not leave the others half-sent."""
+        if len(objs) <= 1:
+            return [self.apply(o) for o in objs]
+        with self._writers_lock:
+            if self._writers is None:
+                self._writers = ThreadPoolExecutor(WRITERS, thread_name_prefix="apply")
+            pool = self._writers
+        futures = [pool.submit(self.apply, o) for o in objs]
+        errors = [f.exception() for f in futures]
+        for error in errors:
+            if error is not None:
+                raise error
+        return [f.result() for f in futures]
 
     def delete(self, kind: str, name: str, namespace: str | None = None, propagation: str = "Background") -> bool:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         try:
             self._call("DELETE", info(kind).path(namespace, name), body=body, content_type="application/json")
-            return True
         except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
+            if exc.status != 404:
+                raise
+            found = False
+        else:
+            found = True
+        if self.cache is not None:
+            self.cache.forget(kind, name, namespace)
+        return found
 
     def merge_patch(
         self, kind: str, name: str, namespace: str | None, patch: Obj, subresource: str | None = None
     ) -> Obj:
         path = info(kind).path(namespace, name, subresource)
         result: Obj = self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
+        self._observe(result)
         return result
 
     def replace_status(self, obj: Obj) -> Obj | None:
-        """PUT the object's whole status; None when its resourceVersion is stale (409 Conflict).
+        """PUT the object's whole status; None when its resourceVersion is stale (409 Conflict)
+        or the object is gone (404): either way the caller recomputes from a fresh read.
 
         A replace, unlike a merge patch, removes keys that are no longer in the status, and the
         resourceVersion makes it fail instead of overwriting a status computed from newer state.
@@ -148,9 +211,10 @@ class Kube:
         try:
             result: Obj = self._call("PUT", path, body=obj, content_type="application/json")
         except ApiException as exc:
-            if exc.status == 409:
+            if exc.status in (404, 409):
                 return None
             raise
+        self._observe(result)
         return result
 
     def create(self, obj: Obj) -> Obj:

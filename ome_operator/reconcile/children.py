@@ -2,7 +2,9 @@
 
 At steady state nothing is written: a child is applied only when the hash of what we render changed
 (recorded in an annotation) or when the live object no longer carries every field we render
-(someone edited or deleted it). Prune deletes only objects this owner controls.
+(someone edited or deleted it). Prune deletes only objects this owner controls. What must be
+applied goes in three concurrent waves: identities, Roles, config and Services; RoleBindings; then
+the workloads whose pods use them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from ome_operator.kube.client import Kube
 
 Obj = dict[str, Any]
 HASH_ANNOTATION = "ome.io/rendered-hash"
+# Apply order: a RoleBinding is refused (escalation check) until its Role exists, and a workload's
+# pods until their ServiceAccount does; within a wave nothing depends on anything else.
+WAVE_OF = {"RoleBinding": 1, "StatefulSet": 2, "Deployment": 2, "Job": 2}
 
 
 def compute_hash(obj: Obj) -> str:
@@ -86,16 +91,21 @@ def apply_children(kube: Kube, desired: list[Obj], existing: list[Obj], owner_ui
     result = ApplyResult()
     live = {key_of(o): o for o in existing}
     wanted = set()
+    waves: tuple[list[Obj], list[Obj], list[Obj]] = ([], [], [])
     for obj in desired:
         obj = with_hash(obj)
         key = key_of(obj)
         wanted.add(key)
         current = live.get(key)
         if needs_apply(obj, current):
-            current = kube.apply(obj)
-            result.applied.append("/".join(str(p) for p in key if p))
-        if current is not None:
+            waves[WAVE_OF.get(obj["kind"], 0)].append(obj)
+        elif current is not None:
             result.live[key] = current
+    for wave in waves:
+        for applied in kube.apply_many(wave):
+            key = key_of(applied)
+            result.live[key] = applied
+            result.applied.append("/".join(str(p) for p in key if p))
     for key, obj in live.items():
         if key not in wanted and controlled_by(obj, owner_uid):
             kube.delete(key[0], key[2], key[1])

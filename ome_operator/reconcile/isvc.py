@@ -79,8 +79,10 @@ def fetch_runtimes(kube: Kube, namespace: str) -> list[AnyRuntime]:
 def reconcile_inference_service(
     kube: Kube, namespace: str, name: str, settings: Settings, now: Callable[[], str]
 ) -> Outcome | None:
-    for _ in range(STATUS_ATTEMPTS):
-        raw = kube.get("InferenceService", name, namespace)
+    for attempt in range(STATUS_ATTEMPTS):
+        # The first pass reads the cache; after a lost race the cached copy is the stale one, so
+        # the retry reads the API server (which also refreshes the cache).
+        raw = kube.get("InferenceService", name, namespace, fresh=attempt > 0)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return None  # children go with it: every child has a controller ownerReference
         outcome = reconcile_once(kube, raw, settings, now)
@@ -172,8 +174,9 @@ def record_transitions(kube: Kube, raw: Obj, previous: Obj, status: Obj) -> None
     """A Ready transition, and a newly refused SGLang flag, become Events."""
     ready = find(status["conditions"], R.READY) or {}
     was = find(previous.get("conditions"), R.READY) or {}
-    if ready.get("status") != was.get("status"):
-        ok = ready.get("status") == "True"
+    ok = ready.get("status") == "True"
+    # A service that was just created is not Ready yet: that is no news, only becoming Ready is.
+    if ready.get("status") != was.get("status") and (was or ok):
         record_event(
             kube,
             raw,

@@ -145,8 +145,8 @@ def describe_apply_refusal(exc: ApiException, settings: Settings, model: AnyMode
 def reconcile_model(
     kube: Kube, kind: str, namespace: str | None, name: str, settings: Settings, now: Callable[[], str]
 ) -> ModelOutcome | None:
-    for _ in range(STATUS_ATTEMPTS):
-        raw = kube.get(kind, name, namespace)
+    for attempt in range(STATUS_ATTEMPTS):
+        raw = kube.get(kind, name, namespace, fresh=attempt > 0)  # after a lost race, not the cached copy
         if raw is None or raw["metadata"].get("deletionTimestamp"):
             return None
         outcome = reconcile_model_once(kube, raw, settings, now)

@@ -34,6 +34,8 @@ def node_matches(model: AnyModel, node: Obj) -> bool:
     """storage.nodeSelector (all labels) and the required nodeAffinity terms (any term, all expressions)."""
     labels = node["metadata"].get("labels") or {}
     storage = model.spec.storage
+    if storage is None:
+        return False  # nothing to download, so no node holds a copy (the status says why)
     if storage.node_selector is None and storage.node_affinity is None:
         capacity = (node.get("status") or {}).get("capacity") or {}
         return int(str(capacity.get(GPU_RESOURCE, "0")) or 0) > 0

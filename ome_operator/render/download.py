@@ -12,7 +12,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from ome_operator.api.model import AnyModel, ClusterBaseModel
+from ome_operator.api.model import AnyModel, ClusterBaseModel, StorageSpec
 from ome_operator.api.storage_uri import PvcUri, StorageUriError, is_in_place, parse_storage_uri
 
 from . import names
@@ -39,6 +39,14 @@ class ModelContext:
     def namespace(self) -> str:
         """Cluster models download from the operator's namespace; BaseModels from their own."""
         return self.settings.operator_namespace if self.cluster_scoped else (self.model.namespace or "default")
+
+    @property
+    def storage(self) -> StorageSpec:
+        """The model's storage; render_model only builds a context for a model that has one."""
+        storage = self.model.spec.storage
+        if storage is None:
+            raise ValueError(f"{self.model.name}: no spec.storage (check_model_storage reports it)")
+        return storage
 
     @property
     def resources_name(self) -> str:
@@ -99,7 +107,7 @@ def render_download_access(mctx: ModelContext) -> list[Obj]:
 
 
 def _token_env(mctx: ModelContext) -> list[Obj]:
-    storage = mctx.model.spec.storage
+    storage = mctx.storage
     if not storage.key:
         return []
     data_key = (storage.parameters or {}).get("secretKey", "token")
@@ -111,15 +119,14 @@ def _token_env(mctx: ModelContext) -> list[Obj]:
     ]
 
 
-def download_source(model: AnyModel, settings: Settings) -> str:
+def download_source(mctx: ModelContext) -> str:
     """What a Job copies, as one string: a change of any part must name a new Job."""
-    storage = model.spec.storage
-    return f"{storage.storage_uri}|{model_path(model, settings)}"
+    return f"{mctx.storage.storage_uri}|{model_path(mctx.model, mctx.settings)}"
 
 
 def render_download_job(mctx: ModelContext, node: str) -> Obj:
     settings = mctx.settings
-    storage = mctx.model.spec.storage
+    storage = mctx.storage
     uri = parse_storage_uri(storage.storage_uri)
     claim = uri.claim if isinstance(uri, PvcUri) else None
     dest = PVC_MOUNT if claim else model_path(mctx.model, settings)
@@ -213,9 +220,7 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **mctx.metadata(
-                names.download_job_name(mctx.model.name, node, download_source(mctx.model, settings)), node_labels
-            ),
+            **mctx.metadata(names.download_job_name(mctx.model.name, node, download_source(mctx)), node_labels),
             "annotations": {"ome.io/node": node},
         },
         "spec": {

@@ -45,15 +45,20 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-ParserName = Literal["sglang", "router"]
+# "router" is sglang-router (`python -m sglang_router.launch_router`, what OME's files run); "smg" is
+# the current SGLang gateway (`smg launch`, what the catalog runs).
+ParserName = Literal["sglang", "router", "smg"]
+ROUTERS: frozenset[ParserName] = frozenset({"router", "smg"})
 
 TABLE_FILES: dict[ParserName, str] = {
     "sglang": "sglang_flags.json",  # the index of the per-release tables
     "router": "sglang_router_flags.json",
+    "smg": "smg_flags.json",
 }
 
 SGLANG_MODULE = "sglang.launch_server"
 ROUTER_MODULE = "sglang_router.launch_router"
+SMG_PROGRAM, SMG_COMMAND = "smg", "launch"
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh"})
 SHELL_OPERATORS = frozenset({"&&", "||", ";", "|", "&", ";;"})
 
@@ -201,9 +206,9 @@ def _load(parser: ParserName, version: str) -> FlagTable:
             raise KeyError(f"no sglang {version} table; known: {', '.join(sglang_versions())}")
         raw = _read_json(tables[version])
     else:
-        raw = _read_json(TABLE_FILES["router"])
+        raw = _read_json(TABLE_FILES[parser])
         if version and version != raw["version"]:
-            raise KeyError(f"no sglang-router {version} table; known: {raw['version']}")
+            raise KeyError(f"no {raw['package']} {version} table; known: {raw['version']}")
     return FlagTable(
         parser=parser,
         package=str(raw["package"]),
@@ -306,6 +311,12 @@ def _entry(words: Sequence[str]) -> Command | None:
             parser, start, entry = modules[word[2:]], i + 1, f"-m {word[2:]}"
         elif word.rsplit("/", 1)[-1] == "sglang" and i + 1 < len(words) and words[i + 1] == "serve":
             parser, start, entry = "sglang", i + 2, "sglang serve"
+        elif word.rsplit("/", 1)[-1] == SMG_PROGRAM or (
+            word == "-m" and i + 1 < len(words) and words[i + 1] == SMG_PROGRAM
+        ):
+            at = i + 1 if word != "-m" else i + 2
+            if at < len(words) and words[at] == SMG_COMMAND:
+                parser, start, entry = "smg", at + 1, f"{SMG_PROGRAM} {SMG_COMMAND}"
         if parser is not None:
             rest: list[str] = []
             for w in words[start:]:
@@ -625,9 +636,13 @@ def check_command_problems(
     if command is None:
         if expect is None:
             return []
-        module = SGLANG_MODULE if expect == "sglang" else ROUTER_MODULE
-        return [Problem("not-a-command", None, f"no '-m {module}' in the command line")]
-    if expect is not None and command.parser != expect:
+        wanted = (
+            f"'-m {SGLANG_MODULE}'" if expect == "sglang" else f"'-m {ROUTER_MODULE}' or '{SMG_PROGRAM} {SMG_COMMAND}'"
+        )
+        return [Problem("not-a-command", None, f"no {wanted} in the command line")]
+    if expect == "router" and command.parser in ROUTERS:
+        pass  # either router: each is checked against its own table
+    elif expect is not None and command.parser != expect:
         return [Problem("not-a-command", None, f"expected a {expect} command line, found a {command.parser} one")]
     return check_args(command.args, command.parser, abbreviations=abbreviations)
 
@@ -655,7 +670,8 @@ def check_sglang_command(
 def check_router_command(
     argv: Sequence[str], env: Mapping[str, str] | None = None, *, abbreviations: bool = True
 ) -> list[str]:
-    """Problems of an SGLang router command line (``... -m sglang_router.launch_router ARGS``)."""
+    """Problems of an SGLang router command line (``... -m sglang_router.launch_router ARGS``, or the
+    gateway's ``smg launch ARGS``), against that router's own table."""
     return [str(p) for p in check_command_problems(argv, env, expect="router", abbreviations=abbreviations)]
 
 

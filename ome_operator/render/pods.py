@@ -7,16 +7,28 @@ model-ready node selector that keeps it off nodes without a verified copy.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ome_operator.api.pod import NON_POD_KEYS
 
 from . import names
 from .context import GPU_RESOURCE, IsvcContext
+from .engine_args import find_command
 from .merge import Obj, merge_container, merge_objects
 
 RUNNER_NAME = "ome-container"
 MODEL_VOLUME = "ome-model-weights"
+
+# The annotation SGLang's router reads, in PD service discovery, for a prefill pod's bootstrap port.
+BOOTSTRAP_PORT_ANNOTATION = "sglang.ai/bootstrap-port"
+SGLANG_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port default
+SGLANG_PORT = 30000  # SGLang's --port default
+# How long a leader may take to load the model before its startup probe gives up: an InferenceService
+# annotation, in seconds; 30 minutes by default (a 1 TB checkpoint on a cold node takes that long).
+STARTUP_TIMEOUT_ANNOTATION = "ome.io/startup-timeout-seconds"
+DEFAULT_STARTUP_TIMEOUT = 1800
+PROBE_PERIOD = 10
 
 
 def gpus_of(container: Obj) -> int:
@@ -90,11 +102,71 @@ def build_pod_spec(ctx: IsvcContext, fields: Obj, runner: Obj, env: list[Obj]) -
     return spec
 
 
-def pod_metadata(component: Obj, labels: dict[str, str]) -> dict[str, Any]:
+def pod_metadata(component: Obj, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"labels": {**(component.get("labels") or {}), **labels}}
-    if component.get("annotations"):
-        meta["annotations"] = dict(component["annotations"])
+    merged = {**(annotations or {}), **(component.get("annotations") or {})}
+    if merged:
+        meta["annotations"] = merged
     return meta
+
+
+def _engine_args(runner: Obj) -> list[str]:
+    argv = [str(a) for a in [*(runner.get("command") or []), *(runner.get("args") or [])]]
+    command = find_command(argv)
+    return list(command.args) if command is not None and command.parser == "sglang" else []
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def prefill_annotations(runner: Obj) -> dict[str, str]:
+    """`sglang.ai/bootstrap-port` for a prefill server's pods, {} for any other."""
+    args = _engine_args(runner)
+    if _flag_value(args, "--disaggregation-mode") != "prefill":
+        return {}
+    port = _flag_value(args, "--disaggregation-bootstrap-port") or str(SGLANG_BOOTSTRAP_PORT)
+    return {BOOTSTRAP_PORT_ANNOTATION: port}
+
+
+def serving_port(runner: Obj) -> int:
+    """The port a leader serves HTTP on: its first container port, else SGLang's --port."""
+    for port in runner.get("ports") or []:
+        return int(port["containerPort"])
+    value = _flag_value(_engine_args(runner), "--port")
+    return int(value) if value and value.isdigit() else SGLANG_PORT
+
+
+def with_serving_probes(ctx: IsvcContext, runner: Obj) -> Obj:
+    """A leader without a readiness probe gets one, GET /health on its serving port, behind a
+    startup probe that allows the model's load time: Ready then means it answers, not only that
+    its container started. A runtime's own probes are kept."""
+    if runner.get("readinessProbe"):
+        return runner
+    annotations = ctx.isvc.metadata.annotations or {}
+    raw = annotations.get(STARTUP_TIMEOUT_ANNOTATION, "")
+    timeout = int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_STARTUP_TIMEOUT
+    get = {"path": "/health", "port": serving_port(runner), "scheme": "HTTP"}
+    probed = dict(runner)
+    probed["readinessProbe"] = {
+        "httpGet": get,
+        "periodSeconds": PROBE_PERIOD,
+        "timeoutSeconds": 5,
+        "failureThreshold": 3,
+    }
+    if not runner.get("startupProbe"):
+        probed["startupProbe"] = {
+            "httpGet": dict(get),
+            "periodSeconds": PROBE_PERIOD,
+            "timeoutSeconds": 5,
+            "failureThreshold": math.ceil(timeout / PROBE_PERIOD),
+        }
+    return probed
 
 
 def leader_address(ctx: IsvcContext, component: str, group: int) -> str:

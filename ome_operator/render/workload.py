@@ -14,7 +14,17 @@ from typing import Any
 from . import names
 from .context import IsvcContext
 from .merge import Obj
-from .pods import build_pod_spec, contract_env, gpus_of, leader_address, pod_metadata, role_pod_fields, role_runner
+from .pods import (
+    build_pod_spec,
+    contract_env,
+    gpus_of,
+    leader_address,
+    pod_metadata,
+    prefill_annotations,
+    role_pod_fields,
+    role_runner,
+    with_serving_probes,
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +130,8 @@ def render_group(ctx: IsvcContext, component_name: str, component: Obj, shape: S
     for role, name, replicas, first_ordinal in roles:
         leader = role == "leader"
         runner = role_runner(component, role)
+        if leader:
+            runner = with_serving_probes(ctx, runner)
         selector = {**names.isvc_labels(ctx.name, component_name), **group_labels, names.LABEL_ROLE: role}
         labels = dict(selector)
         if leader:
@@ -131,7 +143,7 @@ def render_group(ctx: IsvcContext, component_name: str, component: Obj, shape: S
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": pod_metadata(component, {**ctx.ome_pod_labels(), **labels}),
+                "metadata": pod_metadata(component, {**ctx.ome_pod_labels(), **labels}, prefill_annotations(runner)),
                 "spec": build_pod_spec(ctx, role_pod_fields(component, role), runner, env),
             },
         }
@@ -149,7 +161,7 @@ def render_group(ctx: IsvcContext, component_name: str, component: Obj, shape: S
 
 
 def render_deployment(ctx: IsvcContext, component_name: str, component: Obj, shape: Shape) -> Obj:
-    runner = role_runner(component, None)
+    runner = with_serving_probes(ctx, role_runner(component, None))
     env = contract_env(
         runner,
         [
@@ -162,7 +174,7 @@ def render_deployment(ctx: IsvcContext, component_name: str, component: Obj, sha
         "replicas": shape.groups,
         "selector": {"matchLabels": selector},
         "template": {
-            "metadata": pod_metadata(component, {**ctx.ome_pod_labels(), **selector}),
+            "metadata": pod_metadata(component, {**ctx.ome_pod_labels(), **selector}, prefill_annotations(runner)),
             "spec": build_pod_spec(ctx, role_pod_fields(component, None), runner, env),
         },
     }

@@ -17,7 +17,9 @@ from .openapi import INT_OR_STRING, INT_OR_STRING_ANY_OF, PRESERVE_UNKNOWN, Sche
 
 _TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean"})
 # JSON Schema keywords a structural schema may not use at all.
-_FORBIDDEN = frozenset({"$ref", "$defs", "definitions", "oneOf", "not", "allOf", "const", "title", "default"})
+# (`default` is allowed: the generator emits one only where the API server demands it, on a
+# list-map key that is not required.)
+_FORBIDDEN = frozenset({"$ref", "$defs", "definitions", "oneOf", "not", "allOf", "const", "title"})
 
 
 def structural_problems(schema: Schema) -> list[str]:
@@ -52,12 +54,29 @@ def _node_problems(node: Any, path: str, *, root: bool = False) -> Iterator[str]
             yield f"{where}: array without items"
         else:
             yield from _node_problems(node["items"], f"{path}[]")
+            yield from _list_map_problems(node, where)
     for name, child in sorted((properties or {}).items()):
         child_path = f"{path}.{name}"
         if root and name == "metadata":
             yield from _metadata_problems(child, child_path)
         else:
             yield from _node_problems(child, child_path)
+
+
+def _list_map_problems(node: Schema, where: str) -> Iterator[str]:
+    """A list-map's keys must be scalar properties of its items, each required or defaulted."""
+    if node.get("x-kubernetes-list-type") != "map":
+        return
+    items = node["items"]
+    required = set(items.get("required", []))
+    for key in node.get("x-kubernetes-list-map-keys") or [None]:
+        prop = (items.get("properties") or {}).get(key) if key else None
+        if prop is None:
+            yield f"{where}: list-map key {key!r} is not a property of the items"
+        elif prop.get("type") in ("object", "array"):
+            yield f"{where}: list-map key {key!r} must be a scalar"
+        elif key not in required and "default" not in prop:
+            yield f"{where}: list-map key {key!r} must be required or have a default"
 
 
 def _type_problems(node: Schema, where: str, *, root: bool) -> Iterator[str]:

@@ -12,9 +12,9 @@ leaders' component/worker-index labels but another `ome.io/inferenceservice`, in
 and in another one, and pods in another namespace with exactly the leaders' labels. The engine/decoder
 worker pods (same component and InferenceService, no worker-index 0) must not be picked either.
 
-Pod IPs on the local cluster are loopback addresses where no engine listens: the router's worker
-registration fails its health checks (harmlessly, with short timeouts), so the router never lists the
-workers in /workers. Discovery is proven from its own log lines ("Adding pod: NAME | type | url") and
+Pod IPs on the local cluster are loopback addresses; the cluster's runner serves stand-in engines on
+the engine pods' IPs, so this router may register the leaders (/workers lists at most those two).
+Discovery is proven from its own log lines ("Adding pod: NAME | type | url") and
 its own Prometheus gauge of discovered workers; a second router pointed at the decoy namespace proves
 the token is what it authenticates with (the API server names the ServiceAccount in its 403).
 """
@@ -272,9 +272,8 @@ def test_router_discovers_exactly_the_leader_pods(
         router.start()
         control.start()
         _wait_alive(router, lambda: leaders <= set(router.discovered()), "the router to discover both leaders")
-        # Each discovered pod gets an AddWorker job, whose health checks fail since nothing listens on
-        # the pod IPs; once both jobs are over, the initial list, which already held every decoy, has
-        # been fully processed.
+        # Each discovered pod gets an AddWorker job; once both jobs are over (registered or failed),
+        # the initial list, which already held every decoy, has been fully processed.
         _wait_alive(router, lambda: all(router.registration_done(p.url) for p in leaders), "both registrations to end")
         discovered = router.discovered()
         counts = Counter(discovered)

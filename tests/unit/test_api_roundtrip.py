@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from ome_operator.api import KINDS, load_paths
+from ome_operator.api.base import ADMISSION
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = [REPO / "config", REPO / "tests" / "golden" / "kimi-k2-reference" / "input"]
@@ -29,8 +30,29 @@ def documents() -> list[Any]:
 
 @pytest.mark.parametrize("doc", documents())
 def test_loads_without_loss(doc: dict[str, Any]) -> None:
-    obj = KINDS[doc["kind"]].model_validate(doc)
-    assert obj.to_dict() == doc
+    # As read back from the cluster, and as the offline loader admits it (every check the API server makes).
+    for context in (None, ADMISSION):
+        obj = KINDS[doc["kind"]].model_validate(doc, context=context)
+        assert obj.to_dict() == doc
+
+
+def runtimes_with_an_engine() -> list[Any]:
+    return [
+        p
+        for p in documents()
+        if p.values[0]["kind"].endswith("ServingRuntime") and "engineConfig" in p.values[0]["spec"]
+    ]
+
+
+@pytest.mark.parametrize("doc", runtimes_with_an_engine())
+def test_kubernetes_fields_the_operator_does_not_declare_are_kept(doc: dict[str, Any]) -> None:
+    # A PodSpec field no view declares (hostAliases) and a Container one (lifecycle) survive a round trip.
+    changed = {**doc, "spec": {**doc["spec"], "engineConfig": dict(doc["spec"]["engineConfig"])}}
+    engine = changed["spec"]["engineConfig"]
+    engine["hostAliases"] = [{"ip": "127.0.0.1", "hostnames": ["leader"]}]
+    engine["runner"] = {**(engine.get("runner") or {}), "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}}
+    obj = KINDS[doc["kind"]].model_validate(changed, context=ADMISSION)
+    assert obj.to_dict() == changed
 
 
 def test_every_shipped_file_is_valid() -> None:

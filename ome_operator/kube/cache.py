@@ -1,0 +1,369 @@
+"""A watch-backed cache: each kind is listed once, then kept current from a watch stream.
+
+Reconcilers read from here, so a pass that changes nothing sends no request. Each scope (a kind,
+optionally one namespace and a server-side label selector) has one thread that lists in pages,
+then watches from the list's resourceVersion with bookmarks. A watch that ends (server timeout,
+dropped connection, restarted API server) resumes from the last resourceVersion seen, so nothing
+is listed again; only `410 Gone` (that version was compacted away) relists, and the relist is
+diffed against the store so objects deleted meanwhile are reported as DELETED, not kept forever.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from prometheus_client import Counter
+
+from .resources import KINDS
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Listener = Callable[[str, Obj], None]  # (event type, object)
+PAGE_SIZE = 500
+# The API server ends each watch after this long; we resume from our resourceVersion (no relist).
+WATCH_SECONDS = 300
+CACHE_REQUESTS = Counter("ome_cache_requests_total", "Lists and watches the cache sent, by verb.", ["verb"])
+CACHE_EVENTS = Counter("ome_cache_events_total", "Watch events the cache applied, by kind and type.", ["kind", "type"])
+RELISTS = Counter("ome_cache_relists_total", "Full relists after 410 Gone (or the first list), by kind.", ["kind"])
+
+
+# Label selectors evaluated on cached objects as the API server would: only the equality and
+# existence forms the reconcilers use (`a=b`, `a==b`, `a!=b`, `a`, `!a`); anything else is None,
+# so the caller asks the API server instead of guessing.
+Term = tuple[str, str, str]  # (operator, key, value): "=", "!=", "exists", "!exists"
+_KEY = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$")
+
+
+def parse_selector(selector: str | None) -> list[Term] | None:
+    if not selector:
+        return []
+    terms: list[Term] = []
+    for part in (p.strip() for p in selector.split(",")):
+        if not part:
+            continue
+        if "!=" in part:
+            key, _, value = part.partition("!=")
+            op = "!="
+        elif "=" in part:
+            key, _, value = part.partition("==" if "==" in part else "=")
+            op = "="
+        elif part.startswith("!"):
+            key, value, op = part[1:], "", "!exists"
+        else:
+            key, value, op = part, "", "exists"
+        key, value = key.strip(), value.strip()
+        if not _KEY.match(key) or " " in value or "(" in part:
+            return None  # set-based (`in`, `notin`) or malformed: not ours to evaluate
+        terms.append((op, key, value))
+    return terms
+
+
+def selector_matches(terms: list[Term], labels: dict[str, str]) -> bool:
+    for op, key, value in terms:
+        if op == "=" and labels.get(key) != value:
+            return False
+        if op == "!=" and labels.get(key) == value:
+            return False
+        if op == "exists" and key not in labels:
+            return False
+        if op == "!exists" and key in labels:
+            return False
+    return True
+
+
+class Gone(Exception):
+    """The resourceVersion we hold is too old for the API server: relist."""
+
+
+def resource_version(obj: Obj | None) -> int:
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:  # opaque by contract; etcd's are integers, anything else is never "newer"
+        return 0
+
+
+def slim(obj: Obj) -> Obj:
+    """Drop managedFields: the largest part of most objects, and nothing we read."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict) and "managedFields" in meta:
+        obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    return obj
+
+
+@dataclass(frozen=True)
+class Scope:
+    kind: str
+    namespace: str | None = None  # None: all namespaces (or a cluster-scoped kind)
+    selector: str | None = None  # server-side label selector: only these objects are streamed
+
+
+class Informer:
+    """One scope's store and the thread that keeps it current."""
+
+    def __init__(self, api: client.ApiClient, scope: Scope, emit: Listener) -> None:
+        self.api = api
+        self.scope = scope
+        self.emit = emit
+        self.items: dict[tuple[str | None, str], Obj] = {}
+        self.lock = threading.Lock()
+        self.synced = threading.Event()
+        self.stopped = threading.Event()
+        self.resource_version: str | None = None
+        self._response: Any = None
+        self.thread = threading.Thread(target=self._run, name=f"watch-{scope.kind}", daemon=True)
+
+    # --- the store ----------------------------------------------------------------------------
+    def get(self, namespace: str | None, name: str) -> Obj | None:
+        with self.lock:
+            return self.items.get((namespace, name))
+
+    def snapshot(self) -> list[Obj]:
+        with self.lock:
+            return list(self.items.values())
+
+    def put(self, obj: Obj) -> bool:
+        """Store obj unless the store already holds a newer version; True when it was stored."""
+        meta = obj["metadata"]
+        key = (meta.get("namespace"), meta["name"])
+        with self.lock:
+            current = self.items.get(key)
+            if current is not None and resource_version(current) > resource_version(obj):
+                return False
+            self.items[key] = slim(obj)
+            return True
+
+    def remove(self, namespace: str | None, name: str) -> Obj | None:
+        with self.lock:
+            return self.items.pop((namespace, name), None)
+
+    # --- the stream ---------------------------------------------------------------------------
+    def _path(self) -> str:
+        return KINDS[self.scope.kind].path(self.scope.namespace)
+
+    def _get(self, query: list[tuple[str, Any]], timeout: tuple[float, float]) -> Any:
+        method, url, headers, _, _ = self.api.param_serialize(
+            "GET",
+            self._path(),
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(method, url, header_params=headers, _request_timeout=timeout)
+        if not 200 <= response.status <= 299:
+            data = response.read() or b""
+            ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+        return response
+
+    def relist(self) -> None:
+        """List everything in pages; report what appeared, changed or vanished since the last list."""
+        RELISTS.labels(kind=self.scope.kind).inc()
+        fresh: dict[tuple[str | None, str], Obj] = {}
+        token: str | None = None
+        version = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", PAGE_SIZE)]
+            if self.scope.selector:
+                query.append(("labelSelector", self.scope.selector))
+            if token:
+                query.append(("continue", token))
+            CACHE_REQUESTS.labels(verb="list").inc()
+            page = json.loads(self._get(query, (10, 60)).read() or b"{}")
+            info = KINDS[self.scope.kind]
+            for item in page.get("items") or []:
+                item.setdefault("kind", self.scope.kind)
+                item.setdefault("apiVersion", info.api_version)
+                fresh[(item["metadata"].get("namespace"), item["metadata"]["name"])] = slim(item)
+            token = (page.get("metadata") or {}).get("continue")
+            version = (page.get("metadata") or {}).get("resourceVersion") or version
+            if not token:
+                break
+        with self.lock:
+            old, self.items = self.items, fresh
+        for key, obj in fresh.items():
+            before = old.get(key)
+            if before is None:
+                self._emit("ADDED", obj)
+            elif resource_version(before) != resource_version(obj):
+                self._emit("MODIFIED", obj)
+        for key, obj in old.items():
+            if key not in fresh:
+                self._emit("DELETED", obj)
+        self.resource_version = version
+
+    def watch(self) -> None:
+        """One watch request, from self.resource_version until the server ends it."""
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"),
+            ("resourceVersion", self.resource_version),
+            ("allowWatchBookmarks", "true"),
+            # Spread renewals so the streams do not all reconnect at the same moment.
+            ("timeoutSeconds", WATCH_SECONDS + random.randint(0, 60)),
+        ]
+        if self.scope.selector:
+            query.append(("labelSelector", self.scope.selector))
+        CACHE_REQUESTS.labels(verb="watch").inc()
+        response = self._get(query, (10, WATCH_SECONDS + 90))
+        self._response = response.response
+        try:
+            for line in _lines(response.response):
+                self._apply(json.loads(line))
+        finally:
+            self._response = None
+            response.response.release_conn()
+
+    def _apply(self, event: Obj) -> None:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone(obj.get("message", "Gone"))
+            raise RuntimeError(f"watch error: {obj}")
+        self.resource_version = (obj.get("metadata") or {}).get("resourceVersion") or self.resource_version
+        if kind == "BOOKMARK":
+            return
+        obj.setdefault("kind", self.scope.kind)
+        obj.setdefault("apiVersion", KINDS[self.scope.kind].api_version)
+        CACHE_EVENTS.labels(kind=self.scope.kind, type=str(kind)).inc()
+        key = (obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if kind == "DELETED":
+            self.remove(*key)
+        else:
+            with self.lock:
+                echo = resource_version(self.items.get(key)) == resource_version(obj) > 0
+                self.items[key] = slim(obj)
+            if echo:
+                return  # our own write, already folded in from its response: nothing new to react to
+        self._emit(str(kind), obj)
+
+    def _emit(self, kind: str, obj: Obj) -> None:
+        try:
+            self.emit(kind, obj)
+        except Exception:  # a listener's bug must not stop the stream
+            log.exception("cache listener failed on %s %s", kind, self.scope.kind)
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while not self.stopped.is_set():
+            try:
+                if self.resource_version is None:
+                    self.relist()
+                    self.synced.set()
+                    log.debug("cache %s: listed %d", self.scope.kind, len(self.items))
+                self.watch()
+                backoff = 0.2
+            except Gone:
+                log.info("cache %s: resourceVersion %s is gone; relisting", self.scope.kind, self.resource_version)
+                self.resource_version = None
+            except ApiException as exc:
+                if exc.status == 410:
+                    self.resource_version = None
+                    continue
+                log.warning("cache %s: %s; retrying in %.1f s", self.scope.kind, exc.reason, backoff)
+                self.stopped.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # dropped connection, API server restarting: resume from our version
+                if self.stopped.is_set():
+                    return
+                log.info("cache %s: watch ended (%s); resuming in %.1f s", self.scope.kind, exc, backoff)
+                self.stopped.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        response = self._response
+        if response is not None:
+            try:
+                response.shutdown()  # unblocks the thread's read
+            except Exception:
+                log.debug("cache %s: shutdown of the stream failed", self.scope.kind)
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    """Newline-delimited JSON from a streamed response, as the chunks arrive."""
+    buffer = b""
+    for chunk in response.stream(64 * 1024, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+class Cache:
+    """Every scope's informer; reads answer from memory, writes by the client are folded in."""
+
+    def __init__(self, api: client.ApiClient, scopes: list[Scope], listener: Listener | None = None) -> None:
+        self.listener = listener
+        self.informers = [Informer(api, scope, self._emit) for scope in scopes]
+
+    def _emit(self, kind: str, obj: Obj) -> None:
+        if self.listener is not None:
+            self.listener(kind, obj)
+
+    def start(self) -> None:
+        for informer in self.informers:
+            informer.thread.start()
+
+    def stop(self) -> None:
+        for informer in self.informers:
+            informer.stop()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for informer in self.informers:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not informer.synced.wait(left):
+                return False
+        return True
+
+    def informer(self, kind: str, namespace: str | None) -> Informer | None:
+        """The informer holding every object of kind in namespace, if one does."""
+        for informer in self.informers:
+            scope = informer.scope
+            if scope.kind == kind and (scope.namespace is None or scope.namespace == namespace):
+                return informer
+        return None
+
+    def get(self, informer: Informer, name: str, namespace: str | None) -> Obj | None:
+        return informer.get(namespace if KINDS[informer.scope.kind].namespaced else None, name)
+
+    def list(self, informer: Informer, namespace: str | None, selector: str | None) -> list[Obj] | None:
+        """Objects in namespace (None: all) matching selector; None if the selector is beyond us."""
+        terms = parse_selector(selector)
+        if terms is None:
+            return None
+        return [
+            obj
+            for obj in informer.snapshot()
+            if (namespace is None or obj["metadata"].get("namespace") == namespace)
+            and selector_matches(terms, obj["metadata"].get("labels") or {})
+        ]
+
+    def observe(self, obj: Obj | None) -> None:
+        """Fold in an object a write returned, so the next pass does not act on the older copy."""
+        if not obj or "metadata" not in obj or obj.get("kind") not in KINDS:
+            return
+        informer = self.informer(obj["kind"], obj["metadata"].get("namespace"))
+        if informer is not None and informer.scope.selector is None:
+            informer.put(obj)
+        elif informer is not None:
+            # Only objects the server-side selector would stream belong in a selected store.
+            terms = parse_selector(informer.scope.selector)
+            if terms is not None and selector_matches(terms, obj["metadata"].get("labels") or {}):
+                informer.put(obj)
+
+    def forget(self, kind: str, name: str, namespace: str | None) -> None:
+        informer = self.informer(kind, namespace)
+        if informer is not None:
+            informer.remove(namespace if KINDS[kind].namespaced else None, name)
