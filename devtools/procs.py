@@ -8,7 +8,7 @@ import http.client
 import signal
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +76,8 @@ def probe(url: str, ctx: ssl.SSLContext) -> bool:
         conn.close()
 
 
-def processes_with_arg(marker: str, names: Iterable[str]) -> list[Proc]:
-    """Live processes whose program name is in `names` and one of whose arguments contains `marker`."""
-    wanted = set(names)
-    found = []
+def iter_cmdlines() -> Iterator[tuple[int, list[str]]]:
+    """(pid, argv) of every live process that can be read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -87,10 +85,18 @@ def processes_with_arg(marker: str, names: Iterable[str]) -> list[Proc]:
             args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
+        yield int(entry.name), args
+
+
+def processes_with_arg(marker: str, names: Iterable[str]) -> list[Proc]:
+    """Live processes whose program name is in `names` and one of whose arguments contains `marker`."""
+    wanted = set(names)
+    found = []
+    for pid, args in iter_cmdlines():
         name = Path(args[0]).name
-        ticks = start_ticks(int(entry.name))
+        ticks = start_ticks(pid)
         if name in wanted and ticks is not None and any(marker in a for a in args[1:]):
-            found.append(Proc(name, int(entry.name), ticks))
+            found.append(Proc(name, pid, ticks))
     return found
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from devtools.cluster import CACHE, kubectl_path
+from devtools.procs import iter_cmdlines
 
 PORT_FORWARD = "kubectl port-forward -n kimi-k2-instruct service/kimi-k2-instruct 8080:80"
 CURL = (
@@ -142,15 +143,9 @@ def served_by(reply: dict[str, Any]) -> str:
 
 def standin_pids(cluster_dir: Path, namespace: str, pod: str) -> list[int]:
     """Stand-in engine processes of one pod of one cluster (its runner's dns file is in the argv)."""
-    found = []
     marker = str(cluster_dir / "runner" / "dns.json")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if "devtools.standin_engine" in args and marker in args and f"{namespace}/{pod}" in args:
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, args in iter_cmdlines()
+        if "devtools.standin_engine" in args and marker in args and f"{namespace}/{pod}" in args
+    ]
