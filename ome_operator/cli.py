@@ -13,6 +13,7 @@ import yaml
 from ome_operator.api import load_paths
 from ome_operator.render.bundle import Bundle, render_bundle
 from ome_operator.render.context import Settings
+from ome_operator.render.roots import add_model_root_arguments, resolve_model_root_settings
 from ome_operator.render.plan import H200, Accelerator, compute_plan, format_plan
 
 PLACEHOLDER_NODE = "<node>"
@@ -36,6 +37,7 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"target node for model downloads (repeatable; default: one placeholder node {PLACEHOLDER_NODE!r})",
     )
     parser.add_argument("--namespace", default="ome", help="the operator's namespace (default: ome)")
+    add_model_root_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,7 +89,12 @@ def load_and_render(args: argparse.Namespace) -> Bundle | None:
     problems = list(loaded.problems)
     bundle = None
     if not problems:
-        settings = Settings(operator_namespace=args.namespace)
+        try:
+            roots = resolve_model_root_settings(args)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return None
+        settings = Settings(operator_namespace=args.namespace, **roots)
         bundle = render_bundle(loaded.objects, settings, args.node or [PLACEHOLDER_NODE])
         problems.extend(bundle.problems)
     if not loaded.objects and not problems:

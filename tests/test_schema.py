@@ -321,7 +321,7 @@ def test_cel_rules_sit_where_they_apply() -> None:
         assert any(component_rule in r["rule"] for r in runtime[f".spec.{component}"]), component
     assert "has(self.min) == has(self.max)" in runtime[".spec.modelSizeRange"][0]["rule"]
     storage = rules_at("ClusterBaseModel")[".spec.storage"]
-    assert [r["fieldPath"] for r in storage] == [".storageUri", ".path"]
+    assert [r["fieldPath"] for r in storage] == [".storageUri", ".path", ".path"]
     assert "^(hf|local|pvc)://" in storage[0]["rule"]
     for scheme in ("oci", "s3", "gs", "az"):
         assert f"{scheme}://" in storage[0]["message"], "the message says what is not served yet"
@@ -719,8 +719,24 @@ CEL_CASES: list[tuple[str, str, Change, set[tuple[str, str]]]] = [
         CBM,
         "relative-path",
         set_path("spec.storage.path", "raid/models"),
-        {("spec.storage.path", "must be an absolute")},
+        {("spec.storage.path", "must be a normalized absolute path")},
     ),
+    *[
+        (CBM, f"path-{label}", set_path("spec.storage.path", path), {("spec.storage.path", start)})
+        for label, path, start in (
+            ("root", "/", "must be a normalized absolute path"),
+            ("double-slash", "/raid//models/m", "must be a normalized absolute path"),
+            ("trailing-slash", "/raid/models/m/", "must be a normalized absolute path"),
+            ("dotdot", "/raid/models/../../etc", "must not contain '.' or '..'"),
+            ("dotdot-at-end", "/raid/models/m/..", "must not contain '.' or '..'"),
+            ("dot", "/raid/models/./m", "must not contain '.' or '..'"),
+        )
+    ],
+    # Normalized and absolute: only the operator's roots can refuse these (a condition, not admission).
+    *[
+        (CBM, f"path-{label}", set_path("spec.storage.path", path), set())
+        for label, path in (("etc", "/etc"), ("dots-in-a-name", "/raid/models/m..v2/.cache"), ("deep", "/a/b/c"))
+    ],
     *[
         (CBM, f"uri-{uri}", set_path("spec.storage.storageUri", uri), {("spec.storage.storageUri", STORAGE_MESSAGE)})
         for uri in (

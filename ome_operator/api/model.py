@@ -26,6 +26,12 @@ MODEL_STATES = ("Creating", "Importing", "In_Transit", "In_Training", "Ready", "
 # A parameter count as OME writes and parses it: 7B, 1.03T, 500M (a bare number is a count).
 PARAMETER_SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?[KMBT]?$"
 STORAGE_URI_PATTERN = "^(" + "|".join(SERVED_SCHEMES) + ")://.+"
+# storage.path as admission can judge it without cluster state: absolute, one or more non-empty
+# segments, so neither '/' itself, nor '//', nor a trailing '/'. Which roots it must be under are
+# operator settings (ome_operator/render/roots.py). Character classes instead of backslashes: the
+# same text is a CEL string literal and a Python regex.
+STORAGE_PATH_PATTERN = "^(/[^/]+)+$"
+DOT_SEGMENT_PATTERN = "(^|/)[.][.]?(/|$)"
 
 
 class ModelFormat(OmeModel):
@@ -79,10 +85,19 @@ class StorageSpec(OmeModel):
             holds=lambda s: re.search(STORAGE_URI_PATTERN, s.storage_uri) is not None,
         ),
         Rule(
-            cel="!has(self.path) || self.path.startsWith('/')",
-            message="must be an absolute path",
+            cel=f"!has(self.path) || self.path.matches('{STORAGE_PATH_PATTERN}')",
+            message=(
+                "must be a normalized absolute path below '/': it starts with '/', has no empty segment "
+                "('//') and no trailing '/'"
+            ),
             field_path=".path",
-            holds=lambda s: s.path is None or s.path.startswith("/"),
+            holds=lambda s: s.path is None or re.search(STORAGE_PATH_PATTERN, s.path) is not None,
+        ),
+        Rule(
+            cel=f"!has(self.path) || !self.path.matches('{DOT_SEGMENT_PATTERN}')",
+            message="must not contain '.' or '..' segments",
+            field_path=".path",
+            holds=lambda s: s.path is None or re.search(DOT_SEGMENT_PATTERN, s.path) is None,
         ),
     )
 
@@ -91,7 +106,9 @@ class StorageSpec(OmeModel):
         "the downloader serves them."
     )
     path: str | None = desc(
-        "Absolute path on each node where the weights are written and from where pods mount them.",
+        "Absolute, normalized path on each node where the weights are written and from where pods mount "
+        "them; it must lie strictly under one of the model roots the cluster admin allowed (the operator's "
+        "--model-root), and for a BaseModel under that root's directory for its namespace.",
         default=None,
     )
     schema_path: str | None = desc("Path of a schema file inside the model (OME compatibility).", default=None)

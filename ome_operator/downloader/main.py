@@ -3,13 +3,16 @@
     ome-operator download STORAGE_URI --dest DIR [--revision REV] [--workers N] [--allow-pickle]
         [--progress-configmap NAMESPACE/NAME] [--progress-interval S] [--kubeconfig PATH]
         [--node-name NAME] [--termination-log PATH] [--stall-timeout S] [--max-retries N]
+        [--confine-root ROOT]
 
 Environment: HF_ENDPOINT (the hub; default huggingface_hub's), HF_TOKEN (the only source of the
 token), NODE_NAME (default of --node-name), TERMINATION_MESSAGE_PATH (default of
 --termination-log), KUBECONFIG (outside a pod; inside, the ServiceAccount is used).
 
 STORAGE_URI and where the model ends up:
-- hf://org/repo[@rev]: downloaded and verified into --dest;
+- hf://org/repo[@rev]: downloaded and verified into --dest; with --confine-root, --dest must be
+  strictly under ROOT, reached without a symlink, and hold none (downloader/confine.py), checked
+  before anything is written;
 - local:///path: validated in place; --dest is not used;
 - pvc://[ns:]claim/sub: the Job mounts the claim at --dest; the model is validated at --dest/sub.
 
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ome_operator.api.storage_uri import HfUri, LocalUri, PvcUri, StorageUriError, effective_revision, parse_storage_uri
+from ome_operator.downloader.confine import ConfinementError, resolve_confined_dest
 from ome_operator.downloader.kubeapi import ConfigMapPublisher, parse_configmap_ref, resolve_target
 from ome_operator.downloader.listing import ListingError
 from ome_operator.downloader.metadata import ModelFormatError
@@ -61,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stall-timeout", type=float, default=60.0, help="give up on a connection silent this long")
     parser.add_argument("--max-retries", type=int, default=10, help="retries per file and per hub call")
+    parser.add_argument(
+        "--confine-root",
+        metavar="ROOT",
+        help="refuse (exit 3) a --dest that is not strictly under ROOT or is reached through a symlink",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -81,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     outcome = _Outcome(args, redactor)
     try:
         return outcome.succeed(_deliver(args, token, outcome.progress))
-    except (StorageUriError, ListingError, ModelFormatError, DeliveryError) as exc:
+    except (StorageUriError, ListingError, ModelFormatError, DeliveryError, ConfinementError) as exc:
         return outcome.fail(exc, permanent=getattr(exc, "permanent", True))
     except Exception as exc:
         LOG.error("unexpected error:\n%s", "".join(traceback.format_exception(exc)))
@@ -138,10 +147,11 @@ def _deliver(args: argparse.Namespace, token: str | None, progress: Progress) ->
             LOG.info("%s is not a mount point; validating it as the root of claim %s anyway", args.dest, uri.claim)
         return validate_mounted(args.dest / uri.sub_path, args.allow_pickle, progress)
     assert isinstance(uri, HfUri)
+    dest = resolve_confined_dest(args.confine_root, args.dest) if args.confine_root else args.dest
     request = HfRequest(
         repo_id=uri.repo_id,
         revision=effective_revision(uri, args.revision),
-        dest=args.dest,
+        dest=dest,
         endpoint=hub_endpoint(),
         token=token,
         workers=args.workers,

@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ome_operator.render.context import Settings
+from ome_operator.render.roots import add_model_root_arguments, resolve_model_root_settings
 
 log = logging.getLogger("ome_operator")
 
@@ -25,6 +26,8 @@ ENV_HELP = """environment variables (each flag's default comes from its variable
   OME_OPERATOR_NAMESPACE  namespace of cluster-model download Jobs (default: ome)
   OME_IMAGE               image that runs the download Jobs (the operator's own image)
   OME_HF_ENDPOINT         hub endpoint passed to download Jobs as HF_ENDPOINT
+  OME_MODEL_ROOTS         comma-separated host directories models may live in (--model-root)
+  OME_NAMESPACE_MODEL_DIR a BaseModel's directory under a root (--namespace-model-dir)
   OME_PEERING             kopf peering name; two replicas with the same name elect one active
   OME_PEERING_PRIORITY    this replica's peering priority (default: random)
   OME_HEALTH_LISTEN       HOST:PORT serving /healthz, /readyz and /metrics
@@ -88,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image", default=env("OME_IMAGE", Settings.image), help="image of the download Jobs")
     parser.add_argument("--hf-endpoint", default=env("OME_HF_ENDPOINT"), help="hub endpoint for download Jobs")
+    add_model_root_arguments(parser)
     parser.add_argument("--peering", default=env("OME_PEERING"), help="kopf peering name for HA (default: standalone)")
     parser.add_argument(
         "--peering-priority",
@@ -181,7 +185,14 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
-    settings = Settings(operator_namespace=args.operator_namespace, image=args.image, hf_endpoint=args.hf_endpoint)
+    try:
+        roots = resolve_model_root_settings(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    settings = Settings(
+        operator_namespace=args.operator_namespace, image=args.image, hf_endpoint=args.hf_endpoint, **roots
+    )
     api = load_api_client(args.kubeconfig)
     scopes = cache_scopes(args.namespace, settings.operator_namespace)
     # Its own connection pool: every scope's watch holds one connection for minutes at a time.

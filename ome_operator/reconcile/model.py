@@ -161,7 +161,7 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
     name = model.name
     mctx = ModelContext(model, settings)
     targets, all_nodes = resolve_target_nodes(kube, model)
-    storage_problem = check_model_storage(model)
+    storage_problem = check_model_storage(model, settings)
     problem: Cond | None = None
     if storage_problem is not None:
         path, _, message = storage_problem.partition(": ")

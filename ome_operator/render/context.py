@@ -8,12 +8,12 @@ from typing import Any
 from ome_operator.api import InferenceService
 from ome_operator.api.model import AnyModel, ClusterBaseModel
 from ome_operator.api.runtime import AnyRuntime
-from ome_operator.api.storage_uri import LocalUri, StorageUriError, parse_storage_uri
+from ome_operator.api.storage_uri import LocalUri, PvcUri, StorageUriError, parse_storage_uri
 
 from . import names
+from .roots import DEFAULT_MODEL_ROOTS, DEFAULT_NAMESPACE_DIR, default_model_path, find_host_dir, resolve_host_path
 
 GPU_RESOURCE = "nvidia.com/gpu"
-DEFAULT_MODELS_ROOT = "/mnt/data/models"
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 # OME reads a model's size class for the base-model-size pod label from this annotation.
 SIZE_CATEGORY_ANNOTATION = "models.ome.io/category"
@@ -26,7 +26,9 @@ class Settings:
     operator_namespace: str = "ome"
     image: str = "ome-operator:0.1.0"
     hf_endpoint: str | None = None
-    models_root: str = DEFAULT_MODELS_ROOT
+    # Host directories model weights may be in (render/roots.py says why and how they are used).
+    model_roots: tuple[str, ...] = DEFAULT_MODEL_ROOTS
+    namespace_model_dir: str = DEFAULT_NAMESPACE_DIR
     download_workers: int = 8
     download_backoff_limit: int = 6
 
@@ -40,20 +42,53 @@ class ModelRefResolved:
     path: str
     vendor: str | None = None
     size_category: str = "SMALL"
+    mount: ModelMount | None = None  # None: a hostPath of `path` (only for hand-built contexts)
 
     @classmethod
     def of(cls, model: AnyModel, settings: Settings) -> ModelRefResolved:
         namespace = None if isinstance(model, ClusterBaseModel) else model.namespace
         category = (model.metadata.annotations or {}).get(SIZE_CATEGORY_ANNOTATION) or "SMALL"
-        return cls(model.name, namespace, model_path(model, settings), model.spec.vendor, category)
+        path = model_path(model, settings)
+        return cls(model.name, namespace, path, model.spec.vendor, category, resolve_model_mount(model, path, settings))
 
     @property
     def ready_label(self) -> str:
         return names.model_ready_label(self.name, self.namespace)
 
 
+@dataclass(frozen=True)
+class ModelMount:
+    """Where serving pods get the weights from: a volume source and the directory inside it."""
+
+    source: dict[str, Any]  # {"hostPath": ...} or {"persistentVolumeClaim": ...}
+    sub_path: str | None
+
+
+def resolve_model_mount(model: AnyModel, path: str, settings: Settings) -> ModelMount:
+    """A claim's sub path for pvc:// weights; else the node's model root with the model's
+    directory as sub path (check_host_path has confined it; the kubelet resolves a sub path
+    without following a symlink out of the volume)."""
+    storage = model.spec.storage
+    try:
+        uri = parse_storage_uri(storage.storage_uri) if storage is not None else None
+    except StorageUriError:
+        uri = None
+    if isinstance(uri, PvcUri):
+        sub = str(uri.sub_path)
+        claim = {"persistentVolumeClaim": {"claimName": uri.claim, "readOnly": True}}
+        return ModelMount(claim, None if sub == "." else sub)
+    host = resolve_host_path(model, path) or path
+    try:
+        found = find_host_dir(host, settings.model_roots)
+    except ValueError:
+        # Refused by check_host_path, so nothing is rendered from this; a placeholder that mounts nothing broader.
+        return ModelMount({"hostPath": {"path": host, "type": "Directory"}}, None)
+    return ModelMount({"hostPath": {"path": found.root, "type": "Directory"}}, found.sub_path)
+
+
 def model_path(model: AnyModel, settings: Settings) -> str:
-    """Where the weights live on a node: storage.path, else a per-model directory under the models root."""
+    """Where pods see the weights: storage.path, else the local:// directory, else a per-model
+    directory under the first model root (render/roots.py)."""
     storage = model.spec.storage
     if storage is not None and storage.path:
         return storage.path
@@ -64,8 +99,7 @@ def model_path(model: AnyModel, settings: Settings) -> str:
     if isinstance(uri, LocalUri):
         # The weights already are on the node: serve them in place.
         return str(uri.path)
-    scope = "cluster" if isinstance(model, ClusterBaseModel) else model.namespace
-    return f"{settings.models_root}/{scope}/{model.name}"
+    return default_model_path(model, settings.model_roots, settings.namespace_model_dir)
 
 
 @dataclass(frozen=True)

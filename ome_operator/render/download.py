@@ -1,4 +1,4 @@
-"""A model's download: one Job per target node, writing into the node's hostPath, plus progress plumbing.
+"""A model's download: one Job per target node, writing below the node's model root, plus progress plumbing.
 
 Each Job is pinned to its node (node affinity on metadata.name, as DaemonSets do), runs
 `ome-operator download` from the operator's own image as a non-root user, reads the hub token only
@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ome_operator.api.model import AnyModel, ClusterBaseModel, StorageSpec
-from ome_operator.api.storage_uri import PvcUri, StorageUriError, is_in_place, parse_storage_uri
+from ome_operator.api.storage_uri import LocalUri, PvcUri, StorageUriError, is_in_place, parse_storage_uri
 
 from . import names
 from .context import PLACEHOLDER_UID, Settings, model_path
 from .merge import Obj
+from .roots import HostDir, check_host_path, find_host_dir, is_normalized_absolute, resolve_host_path
 
 COMPONENT = "model-download"
 DOWNLOAD_USER = 65532
@@ -124,12 +125,38 @@ def download_source(mctx: ModelContext) -> str:
     return f"{mctx.storage.storage_uri}|{model_path(mctx.model, mctx.settings)}"
 
 
+def render_prepare_container(image: str, host: HostDir) -> Obj:
+    """Creates the model's directory below the root and hands it (only it) to the download user.
+
+    The kubelet creates nothing; this walks down from the root without following a symlink
+    (downloader/confine.py), creating missing directories as root-owned 0755 and chowning only the
+    last one. Root with CAP_CHOWN alone: a root-owned model root is writable by its owner without
+    CAP_DAC_OVERRIDE.
+    """
+    return {
+        "name": "prepare-dest",
+        "image": image,
+        "command": ["python3", "-m", "ome_operator.downloader.confine"],
+        "args": ["--root", host.root, "--path", host.path, "--owner", f"{DOWNLOAD_USER}:{DOWNLOAD_USER}"],
+        "volumeMounts": [{"name": "models", "mountPath": host.root}],
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+        },
+    }
+
+
 def render_download_job(mctx: ModelContext, node: str) -> Obj:
     settings = mctx.settings
     storage = mctx.storage
     uri = parse_storage_uri(storage.storage_uri)
     claim = uri.claim if isinstance(uri, PvcUri) else None
-    dest = PVC_MOUNT if claim else model_path(mctx.model, settings)
+    # A claim is mounted whole and validated at its sub path; local:// weights where they are.
+    dest = PVC_MOUNT if claim else str(uri.path) if isinstance(uri, LocalUri) else model_path(mctx.model, settings)
     # local:// and pvc:// weights are validated where they are: mounted read-only, never written.
     in_place = is_in_place(uri)
     args = [
@@ -172,31 +199,20 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "securityContext": restricted,
         "terminationMessagePolicy": "File",
     }
-    models_volume: Obj = (
-        {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
-        if claim
-        else {"name": "models", "hostPath": {"path": dest, "type": "Directory" if in_place else "DirectoryOrCreate"}}
-    )
     init: list[Obj] = []
-    if not in_place:
-        # The kubelet creates a missing hostPath directory as root, and fsGroup does not apply to
-        # hostPath: hand the directory (not its contents) to the download user, with CHOWN only.
-        init.append(
-            {
-                "name": "prepare-dest",
-                "image": settings.image,
-                "command": ["python3", "-c", f"import os; os.chown({dest!r}, {DOWNLOAD_USER}, {DOWNLOAD_USER})"],
-                "volumeMounts": [{"name": "models", "mountPath": dest}],
-                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
-                "securityContext": {
-                    "runAsNonRoot": False,
-                    "runAsUser": 0,
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
-                },
-            }
-        )
+    if claim:
+        models_volume: Obj = {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+    else:
+        # The node's model root is the volume, the model's directory its subPath: the kubelet
+        # resolves a subPath without following a symlink out of the volume, which a hostPath of
+        # the model's own path would follow. The root must exist (the admin's part: a kubelet
+        # creating it would make it root's with mode 0755, and silently so on a typo).
+        host = find_host_dir(resolve_host_path(mctx.model, dest) or dest, settings.model_roots)
+        models_volume = {"name": "models", "hostPath": {"path": host.root, "type": "Directory"}}
+        container["volumeMounts"][0]["subPath"] = host.sub_path
+        if not in_place:
+            container["args"].extend(["--confine-root", host.root])
+            init.append(render_prepare_container(settings.image, host))
     pod_spec: Obj = {
         "restartPolicy": "Never",
         "serviceAccountName": mctx.resources_name,
@@ -239,7 +255,7 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
     }
 
 
-def check_model_storage(model: AnyModel) -> str | None:
+def check_model_storage(model: AnyModel, settings: Settings) -> str | None:
     """Why the model's storage cannot be placed on nodes ("field: reason"), or None."""
     storage = model.spec.storage
     if storage is None:
@@ -249,9 +265,17 @@ def check_model_storage(model: AnyModel) -> str | None:
     except StorageUriError as exc:
         return f"spec.storage.storageUri: {exc}"
     path = storage.path
-    if path is not None and (not path.startswith("/") or "//" in path or posixpath.normpath(path) != path):
-        return f"spec.storage.path: {path!r} must be a normalized absolute path (no '..', '.' or '//')"
-    return None
+    if path is not None and (not is_normalized_absolute(path) or posixpath.normpath(path) != path):
+        return f"spec.storage.path: {path!r} must be a normalized absolute path (no '..', '.', '//' or trailing '/')"
+    return check_model_path(model, settings)
+
+
+def check_model_path(model: AnyModel, settings: Settings) -> str | None:
+    """Why the model's directory on the nodes is not allowed ("field: reason"), or None; claims have none."""
+    host = resolve_host_path(model, model_path(model, settings))
+    if host is None:
+        return None
+    return check_host_path(model, host, settings.model_roots, settings.namespace_model_dir)
 
 
 def render_model(model: AnyModel, nodes: list[str], settings: Settings) -> list[Obj]:
@@ -259,7 +283,7 @@ def render_model(model: AnyModel, nodes: list[str], settings: Settings) -> list[
 
     A model whose storage cannot be used (check_model_storage) gets nothing.
     """
-    if check_model_storage(model) is not None:
+    if check_model_storage(model, settings) is not None:
         return []
     mctx = ModelContext(model, settings)
     return [*render_download_access(mctx), *(render_download_job(mctx, node) for node in sorted(nodes))]

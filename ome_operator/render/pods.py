@@ -79,8 +79,11 @@ def build_pod_spec(ctx: IsvcContext, fields: Obj, runner: Obj, env: list[Obj]) -
     runner = dict(runner)
     runner["env"] = env
     mounts = list(runner.get("volumeMounts") or [])
+    mount = ctx.model.mount
     if not any(m.get("name") == MODEL_VOLUME for m in mounts):
-        mounts.append({"name": MODEL_VOLUME, "mountPath": ctx.model.path, "readOnly": True})
+        sub = {"subPath": mount.sub_path} if mount is not None and mount.sub_path else {}
+        # Read-only: a serving pod never writes the weights, so a compromised engine cannot alter them.
+        mounts.append({"name": MODEL_VOLUME, "mountPath": ctx.model.path, "readOnly": True, **sub})
     runner["volumeMounts"] = mounts
     for port in runner.get("ports") or []:
         port.setdefault("protocol", "TCP")
@@ -96,7 +99,8 @@ def build_pod_spec(ctx: IsvcContext, fields: Obj, runner: Obj, env: list[Obj]) -
 
     volumes = list(spec.get("volumes") or [])
     if not any(v.get("name") == MODEL_VOLUME for v in volumes):
-        volumes.append({"name": MODEL_VOLUME, "hostPath": {"path": ctx.model.path, "type": "Directory"}})
+        source = mount.source if mount is not None else {"hostPath": {"path": ctx.model.path, "type": "Directory"}}
+        volumes.append({"name": MODEL_VOLUME, **source})
     spec["volumes"] = volumes
     spec["nodeSelector"] = {**(spec.get("nodeSelector") or {}), ctx.model.ready_label: "Ready"}
     return spec

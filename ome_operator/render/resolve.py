@@ -19,9 +19,11 @@ from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
 from ome_operator.api.reasons import Cond
 from ome_operator.api.runtime import AnyRuntime
+from ome_operator.api.storage_uri import PvcUri, StorageUriError, parse_storage_uri
 
 from .checks import check_components, check_engine_flags
 from .context import IsvcContext, ModelRefResolved, Settings
+from .download import check_model_path
 from .isvc import merged_components
 from .select import ModelFacts, Selection, candidates_of, resolve_named_runtime, select_runtime
 
@@ -143,6 +145,31 @@ def compute_model_condition(isvc: InferenceService, model: AnyModel | None) -> C
     )
 
 
+def check_serving_storage(isvc: InferenceService, model: AnyModel, settings: Settings) -> Cond | None:
+    """A model whose weights pods may not mount here: a host path outside the model roots (nothing
+    is rendered, as for the model itself), or a claim in another namespace than the pods'."""
+    kind = model.crd.kind
+    refused = check_model_path(model, settings)
+    if refused is not None:
+        return Cond(R.MODEL_READY, False, R.INVALID_STORAGE, f"{kind} {model.name}: {refused}", "spec.model.name")
+    storage = model.spec.storage
+    try:
+        uri = parse_storage_uri(storage.storage_uri) if storage is not None else None
+    except StorageUriError:
+        return None
+    namespace = isvc.namespace or "default"
+    if isinstance(uri, PvcUri) and uri.namespace not in (None, namespace):
+        return Cond(
+            R.MODEL_READY,
+            False,
+            R.INVALID_STORAGE,
+            f"{kind} {model.name}: spec.storage.storageUri: claim {uri.claim} is in namespace {uri.namespace}, "
+            f"and pods in namespace {namespace} can mount only claims of their own namespace",
+            "spec.model.name",
+        )
+    return None
+
+
 def compute_runtime_condition(isvc: InferenceService, selection: Selection) -> Cond:
     named = isvc.spec.runtime is not None
     path = "spec.runtime.name" if named else "spec.runtime"
@@ -200,6 +227,10 @@ def resolve(isvc: InferenceService, models: list[AnyModel], runtimes: list[AnyRu
     model_cond = compute_model_condition(isvc, model)
     if model is None or model_cond.reason in (R.MODEL_DISABLED, R.MODEL_BEING_DELETED, R.MODEL_NOT_FOUND):
         return Resolved(isvc, spec_ok, model_cond, waiting_runtime, model=model)
+
+    refused = check_serving_storage(isvc, model, settings)
+    if refused is not None:
+        return Resolved(isvc, spec_ok, refused, waiting_runtime, model=model)
 
     selection = resolve_runtime(isvc, model, runtimes)
     runtime_cond = compute_runtime_condition(isvc, selection)
