@@ -335,6 +335,12 @@ class Cache:
                 return informer
         return None
 
+    def namespace_informers(self, kind: str) -> list[Informer]:
+        """The per-namespace informers of kind when no informer covers every namespace (a
+        namespace-restricted operator): together they hold everything it may list."""
+        found = [i for i in self.informers if i.scope.kind == kind]
+        return found if found and all(i.scope.namespace is not None for i in found) else []
+
     def get(self, informer: Informer, name: str, namespace: str | None) -> Obj | None:
         return informer.get(namespace if KINDS[informer.scope.kind].namespaced else None, name)
 

@@ -125,6 +125,12 @@ class Kube:
                 found = self.cache.list(informer, namespace, label_selector)
                 if found is not None:
                     return found
+            elif namespace is None:
+                # Restricted to some namespaces, "all" means all of those: a cluster-wide list
+                # would need rights the operator does not hold there.
+                parts = [self.cache.list(i, None, label_selector) for i in self.cache.namespace_informers(kind)]
+                if parts and all(part is not None for part in parts):
+                    return [obj for part in parts if part is not None for obj in part]
         return list(self.iter_list(kind, namespace, label_selector))
 
     def _observe(self, obj: Obj | None) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from .helm import CHART, expand_rules, find, render, render_error, render_text, run_helm
+from .rights import cluster_allowlist, namespaced_allowlist
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +133,8 @@ def test_every_setting_reaches_the_operator(rendered: dict[str, Docs]) -> None:
         "--hf-endpoint": ["http://hub-mirror.example:8090"],
         "--peering": ["ome-ha"],
         "--namespace": ["team-a", "team-b"],
+        "--model-root": ["/data/models"],
+        "--namespace-model-dir": ["tenants/{namespace}"],
         "--health-listen": ["0.0.0.0:9090"],
         "--resync-seconds": ["120", "30"],
         "--workers": ["8"],
@@ -217,19 +220,32 @@ def role_rights(docs: Docs) -> set[tuple[str, str, str, str]]:
     return expand_rules(find(docs, "ClusterRole")["rules"])
 
 
+def namespace_roles(docs: Docs) -> dict[str, set[tuple[str, str, str, str]]]:
+    """Each Role's rights by namespace; every Role is bound, by a RoleBinding of the same name, to
+    the operator's ServiceAccount and nothing else."""
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert roles.keys() == bindings.keys()
+    for namespace, binding in bindings.items():
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[namespace]["metadata"]["name"],
+        }
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ome-operator", "namespace": "ome"}]
+    return {namespace: expand_rules(role["rules"]) for namespace, role in roles.items()}
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_no_rule_grants_secrets_wildcards_or_escalation(rendered: dict[str, Docs], case: str) -> None:
     docs = rendered[case]
-    assert [d["kind"] for d in docs if d["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")] == [
-        "ClusterRole",
-        "ClusterRoleBinding",
-    ]
-    for rule in find(docs, "ClusterRole")["rules"]:
-        words = [*rule.get("apiGroups", []), *rule.get("resources", []), *rule.get("verbs", [])]
-        assert "*" not in words, rule
-        assert not any(r == "secrets" or r.startswith("secrets/") for r in rule.get("resources", [])), rule
-        assert not {"escalate", "bind", "impersonate"} & set(rule.get("verbs", [])), rule
-        assert "nonResourceURLs" not in rule, rule
+    for doc in (d for d in docs if d["kind"] in ("Role", "ClusterRole")):
+        for rule in doc["rules"]:
+            words = [*rule.get("apiGroups", []), *rule.get("resources", []), *rule.get("verbs", [])]
+            assert "*" not in words, rule
+            assert not any(r == "secrets" or r.startswith("secrets/") for r in rule.get("resources", [])), rule
+            assert not {"escalate", "bind", "impersonate"} & set(rule.get("verbs", [])), rule
+            assert "nonResourceURLs" not in rule, rule
     binding = find(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -239,23 +255,36 @@ def test_no_rule_grants_secrets_wildcards_or_escalation(rendered: dict[str, Docs
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ome-operator", "namespace": "ome"}]
 
 
-def test_namespaced_operator_lists_namespaces_and_peers_per_namespace(rendered: dict[str, Docs]) -> None:
-    default, full = role_rights(rendered["default"]), role_rights(rendered["full"])
-    # kopf lists namespaces only when restricted to some of them.
-    assert ("", "namespaces", "list", "") not in default
-    assert {("", "namespaces", "list", ""), ("", "namespaces", "watch", "")} <= full
-    assert ("kopf.dev", "kopfpeerings", "patch", "ome-ha") in full
-    assert not [r for r in full if r[1] == "clusterkopfpeerings"]
-    # Everything else is the same role.
-    assert {r for r in default if r[0] != "kopf.dev"} == {
-        r for r in full if r[0] != "kopf.dev" and r[1] != "namespaces"
-    }
+def test_cluster_wide_install_is_one_clusterrole_of_the_allowlist(rendered: dict[str, Docs]) -> None:
+    docs = rendered["default"]
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    assert role_rights(docs) == cluster_allowlist("ome-operator")
+
+
+def test_namespaced_install_grants_namespaced_rights_only_where_used(rendered: dict[str, Docs]) -> None:
+    # full: watchNamespaces [team-a, team-b], operatorNamespace ome-downloads, peering ome-ha.
+    docs = rendered["full"]
+    cluster, roles = namespaced_allowlist(["team-a", "team-b"], "ome-downloads", "ome-ha")
+    assert role_rights(docs) == cluster
+    assert namespace_roles(docs) == roles
+    # The operator's namespace among the watched ones gets the full Role, not a second one.
+    watched_own = render(values={"watchNamespaces": ["ome", "team-a"]})
+    assert namespace_roles(watched_own) == namespaced_allowlist(["ome", "team-a"], "ome", "ome-operator")[1]
+    # Nothing namespaced is left cluster-wide: pods/log and configmaps only in Roles.
+    assert not [r for r in role_rights(docs) if r[1] in ("pods", "pods/log", "configmaps", "events")]
 
 
 def test_standalone_operator_has_no_peering_rights(rendered: dict[str, Docs]) -> None:
     single = role_rights(rendered["single-replica"])
     assert not [r for r in single if r[0] == "kopf.dev"]
-    assert single == {r for r in role_rights(rendered["default"]) if r[0] != "kopf.dev"}
+    assert single == cluster_allowlist(None)
+    standalone_namespaced = render(values={"watchNamespaces": ["team-a"], "peering": {"enabled": False}, "replicas": 1})
+    assert not [r for rights in namespace_roles(standalone_namespaced).values() for r in rights if r[0] == "kopf.dev"]
+
+
+def test_model_roots_reach_the_operator(rendered: dict[str, Docs]) -> None:
+    assert flags(rendered["default"])["--model-root"] == ["/raid/models", "/mnt/models"]
+    assert flags(rendered["default"])["--namespace-model-dir"] == ["{namespace}"]
 
 
 @pytest.mark.parametrize(
@@ -266,6 +295,10 @@ def test_standalone_operator_has_no_peering_rights(rendered: dict[str, Docs]) ->
         ),
         pytest.param({"logFormat": "xml"}, "logFormat must be text or json", id="log-format"),
         pytest.param({"logLevel": "verbose"}, "logLevel must be DEBUG, INFO, WARNING or ERROR", id="log-level"),
+        pytest.param({"modelStorage": {"roots": []}}, "modelStorage.roots needs at least one", id="no-roots"),
+        pytest.param({"modelStorage": {"roots": ["/"]}}, "must be a normalized absolute path", id="root-slash"),
+        pytest.param({"modelStorage": {"roots": ["/raid/../etc"]}}, "normalized absolute", id="root-dotdot"),
+        pytest.param({"modelStorage": {"roots": ["raid"]}}, "normalized absolute", id="root-relative"),
     ],
 )
 def test_contradictory_values_fail_the_install(values: dict[str, Any], message: str) -> None:

@@ -30,6 +30,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and (not .Values.peering.enabled) (gt (int .Values.replicas) 1) -}}
 {{- fail "peering.enabled=false needs replicas <= 1: standalone replicas would all act on the same objects" -}}
 {{- end -}}
+{{- if not .Values.modelStorage.roots -}}
+{{- fail "modelStorage.roots needs at least one directory: models are written and mounted only below one" -}}
+{{- end -}}
+{{- range .Values.modelStorage.roots -}}
+{{- if or (not (hasPrefix "/" .)) (hasSuffix "/" .) (contains "//" .) (contains "/./" .) (contains "/../" .) (hasSuffix "/.." .) -}}
+{{- fail (printf "modelStorage.roots: %q must be a normalized absolute path other than /" .) -}}
+{{- end -}}
+{{- end -}}
 {{- if not (has .Values.logFormat (list "text" "json")) -}}
 {{- fail (printf "logFormat must be text or json, not %q" .Values.logFormat) -}}
 {{- end -}}
