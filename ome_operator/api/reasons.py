@@ -154,6 +154,14 @@ CATALOG: tuple[ReasonDoc, ...] = (
         "create the model or fix spec.model.name",
     ),
     ReasonDoc(MODEL_READY, MODEL_DISABLED, "False", "the model has spec.disabled: true", "set spec.disabled: false"),
+    ReasonDoc(
+        MODEL_READY,
+        INVALID_STORAGE,
+        "False",
+        "the model's weights may not be mounted here: a host path outside the model roots, or a claim "
+        "in another namespace; nothing is rendered",
+        "fix the model's spec.storage as the message says",
+    ),
     ReasonDoc(MODEL_READY, MODEL_BEING_DELETED, "False", "the model is being deleted", "recreate the model"),
     ReasonDoc(
         MODEL_READY,

@@ -32,6 +32,7 @@ from tests.charts.dashboard import exported_series, series_in
 from tests.charts.dashboard import load as load_dashboard
 from tests.charts.dashboard import queries as dashboard_queries
 from tests.charts.helm import CHART, CRD_CHART, NAMESPACE, RELEASE, expand_rules, find, render, run_helm
+from tests.charts.rights import Right, cluster_allowlist, namespaced_allowlist
 
 pytestmark = pytest.mark.integration
 
@@ -43,50 +44,9 @@ ACCOUNT = "ome-operator"
 USER = f"system:serviceaccount:{NAMESPACE}:{ACCOUNT}"
 PEERING = "ome-operator"
 
-# Every right of the chart's ClusterRole (default values), as (apiGroup, resource, verb, name);
-# "" as name means any object. Changing the role means changing this list, in review.
-ALLOWED: frozenset[tuple[str, str, str, str]] = frozenset(
-    # framework: kopf
-    [("apiextensions.k8s.io", "customresourcedefinitions", verb, "") for verb in ("list", "watch")]
-    + [("", "events", "create", "")]
-    + [("kopf.dev", "clusterkopfpeerings", verb, "") for verb in ("list", "watch")]
-    + [("kopf.dev", "clusterkopfpeerings", verb, PEERING) for verb in ("get", "patch")]
-    # application: reconciliation
-    + [
-        ("ome.io", resource, verb, "")
-        for resource in ("inferenceservices", "clusterbasemodels", "basemodels")
-        for verb in ("get", "list", "watch", "patch")
-    ]
-    + [
-        ("ome.io", f"{resource}/status", verb, "")
-        for resource in ("inferenceservices", "clusterbasemodels", "basemodels")
-        for verb in ("update", "patch")
-    ]
-    + [
-        ("ome.io", resource, verb, "")
-        for resource in ("clusterservingruntimes", "servingruntimes")
-        for verb in ("list", "watch")
-    ]
-    + [("", "nodes", verb, "") for verb in ("list", "watch", "patch")]
-    + [("", "pods", verb, "") for verb in ("get", "list", "watch", "delete")]
-    + [("", "pods/log", "get", "")]
-    + [
-        (group, resource, verb, "")
-        for group, resource in (
-            ("", "services"),
-            ("", "serviceaccounts"),
-            ("", "configmaps"),
-            ("apps", "statefulsets"),
-            ("apps", "deployments"),
-            ("batch", "jobs"),
-            ("rbac.authorization.k8s.io", "roles"),
-            ("rbac.authorization.k8s.io", "rolebindings"),
-        )
-        for verb in ("list", "watch", "create", "patch", "delete")
-    ]
-    # held to be grantable to the download Jobs' Role
-    + [("", "configmaps", verb, "") for verb in ("get", "update")]
-)
+# Every right of the chart's ClusterRole (default values); the allowlists live in tests/charts/rights.py,
+# shared with the render tests. Changing the role means changing them, in review.
+ALLOWED = cluster_allowlist(PEERING)
 
 # A refusal as the API server words it, and as kopf does where it tolerates one (it then carries on
 # with less: no namespace or CRD watching), which would otherwise pass unnoticed.
@@ -369,32 +329,72 @@ def test_operator_reaches_ready_with_only_the_charts_rights(charts: ClusterHandl
 
 
 def test_namespaced_operator_reaches_ready_with_only_the_charts_rights(charts: ClusterHandle, tmp_path: Path) -> None:
-    """watchNamespaces: the role swaps the ClusterKopfPeering for KopfPeerings and adds namespace
-    listing; the operator restricted to the InferenceService's namespace still serves it (and the
-    cluster-scoped model and runtime)."""
+    """watchNamespaces: the ClusterRole keeps only cluster-scoped rights; the watched namespace gets
+    a Role with what reconciliation does there, the operator's namespace one for ClusterBaseModel
+    downloads, "default" one for Events about cluster-scoped objects, and any other namespace
+    nothing. The operator, with only these rights, still takes the reference files to Ready (a
+    cluster-scoped model downloaded in the operator's namespace, served in the watched one)."""
     cluster = charts
     namespace = "kimi-k2-instruct"
     upgrade = ["upgrade", RELEASE, str(CHART), f"--namespace={NAMESPACE}", "--reuse-values", "--wait"]
-    # The chart puts a KopfPeering into each watched namespace, so the namespace comes first.
+    # The chart puts a KopfPeering and a Role into each watched namespace, so the namespace comes first.
     cluster.kubectl("create", "namespace", namespace)
     try:
         helm(cluster, *upgrade, f"--set-json=watchNamespaces={json.dumps([namespace])}")
-        rights = expand_rules((get_json(cluster, "clusterrole", ACCOUNT) or {})["rules"])
-        namespaced = {r for r in ALLOWED if r[1] != "clusterkopfpeerings"} | {
-            ("", "namespaces", "list", ""),
-            ("", "namespaces", "watch", ""),
-            ("kopf.dev", "kopfpeerings", "list", ""),
-            ("kopf.dev", "kopfpeerings", "watch", ""),
-            ("kopf.dev", "kopfpeerings", "get", PEERING),
-            ("kopf.dev", "kopfpeerings", "patch", PEERING),
-        }
-        assert rights == namespaced, f"beyond: {sorted(rights - namespaced)}; missing: {sorted(namespaced - rights)}"
+        cluster_rights, roles = namespaced_allowlist([namespace], NAMESPACE, PEERING)
+        installed = expand_rules((get_json(cluster, "clusterrole", ACCOUNT) or {})["rules"])
+        assert installed == cluster_rights, (
+            f"beyond: {sorted(installed - cluster_rights)}; missing: {sorted(cluster_rights - installed)}"
+        )
+        for where, allowed in roles.items():
+            role = expand_rules((get_json(cluster, "role", ACCOUNT, f"--namespace={where}") or {})["rules"])
+            assert role == allowed, f"{where}: beyond {sorted(role - allowed)}; missing {sorted(allowed - role)}"
+        print_namespaced_rights(cluster_rights, roles)
+        check_effective_namespaced_rights(cluster, tmp_path, cluster_rights, roles)
         take_reference_to_ready(
             cluster, tmp_path, ("kopfpeering", PEERING, f"--namespace={namespace}"), f"--namespace={namespace}"
         )
     finally:
         helm(cluster, *upgrade, "--set-json=watchNamespaces=[]", check=False)
         cluster.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--timeout=120s", check=False)
+
+
+def print_namespaced_rights(cluster_rights: frozenset[Right], roles: dict[str, frozenset[Right]]) -> None:
+    """The rights a namespaced install grants, listed (pytest -s shows them)."""
+    print("\nnamespaced install: ClusterRole")
+    for right in sorted(cluster_rights):
+        print("  ", *right)
+    for where, allowed in sorted(roles.items()):
+        print(f"Role in {where}")
+        for right in sorted(allowed):
+            print("  ", *right)
+
+
+def check_effective_namespaced_rights(
+    cluster: ClusterHandle, tmp_path: Path, cluster_rights: frozenset[Right], roles: dict[str, frozenset[Right]]
+) -> None:
+    """What the API server says the ServiceAccount may do, namespace by namespace: the ClusterRole
+    everywhere, a namespace's Role only there; pods/log and ConfigMaps nowhere else."""
+    kubeconfig = token_kubeconfig(cluster, tmp_path / "namespaced-kubeconfig")
+    with cluster.temp_namespace("rbac-elsewhere") as elsewhere:
+        cluster.kubectl("create", "serviceaccount", "baseline", f"--namespace={elsewhere}")
+        baseline = token_kubeconfig(cluster, tmp_path / "namespaced-baseline", "baseline", elsewhere)
+        for where, allowed in [*roles.items(), (elsewhere, frozenset())]:
+            review = self_rules_review(cluster, kubeconfig, where)
+            assert not review.get("incomplete"), review
+            everyone = expand_rules(self_rules_review(cluster, baseline, where)["resourceRules"])
+            effective = expand_rules(review["resourceRules"]) - everyone
+            expected = cluster_rights | allowed
+            assert effective == expected, (
+                f"in {where}: beyond {sorted(effective - expected)}; missing {sorted(expected - effective)}"
+            )
+        for verb, resource in (("get", "pods/log"), ("get", "configmaps"), ("update", "configmaps"), ("delete", "pods")):
+            kind, _, sub = resource.partition("/")
+            where_flag = f"--namespace={elsewhere}"
+            proc = cluster.kubectl(
+                "auth", "can-i", verb, kind, f"--subresource={sub}", f"--as={USER}", where_flag, check=False
+            )
+            assert proc.stdout.strip() == "no", f"{USER} may {verb} {resource} in an unwatched namespace"
 
 
 def test_clusterrole_matches_the_allowlist(charts: ClusterHandle) -> None:
