@@ -13,8 +13,8 @@ import yaml
 from ome_operator.api import load_paths
 from ome_operator.render.bundle import Bundle, render_bundle
 from ome_operator.render.context import Settings
-from ome_operator.render.roots import add_model_root_arguments, resolve_model_root_settings
 from ome_operator.render.plan import H200, Accelerator, compute_plan, format_plan
+from ome_operator.render.roots import add_model_root_arguments, resolve_model_root_settings
 
 PLACEHOLDER_NODE = "<node>"
 

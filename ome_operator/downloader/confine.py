@@ -64,10 +64,9 @@ def open_confined(root: str, path: str, *, create: bool) -> Iterator[int]:
                     f"{reached} is a symlink or not a directory ({exc.strerror}); refusing to follow it "
                     f"out of the model root {root}"
                 ) from None
-            try:
+            # Another Job on this node may make it first; it is opened below with the same checks.
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(part, 0o755, dir_fd=fds[-1])
-            except FileExistsError:
-                pass  # another Job on this node made it first; opened below with the same checks
             try:
                 fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
             except OSError as exc:

@@ -84,7 +84,7 @@ def test_a_symlink_inside_the_model_directory_is_refused(
 def test_paths_outside_the_root_are_refused_before_anything_is_written(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, disk: tuple[Path, Path], dest: str
 ) -> None:
-    root, outside = disk
+    root, _ = disk
     before = tree(tmp_path)
     error = refused(monkeypatch, tmp_path, root, dest.format(root=root))
     assert "model root" in error or "normalized" in error, error
@@ -92,18 +92,32 @@ def test_paths_outside_the_root_are_refused_before_anything_is_written(
     assert all(p.startswith("termination-") for p in created), created
 
 
-def test_the_init_container_creates_and_chowns_only_the_models_directory(disk: tuple[Path, Path]) -> None:
-    root, _ = disk
-    target = root / "team-a" / "org" / "model"
-    uid, gid = os.getuid(), os.getgid()
-    proc = subprocess.run(
-        [sys.executable, "-m", "ome_operator.downloader.confine"]
-        + ["--root", str(root), "--path", str(target), "--owner", f"{uid}:{gid}"],
+def prepare(root: Path, path: str) -> subprocess.CompletedProcess[str]:
+    """The init container's command, as the Job runs it (the owner is ours: no CAP_CHOWN here)."""
+    owner = f"{os.getuid()}:{os.getgid()}"
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ome_operator.downloader.confine",
+            "--root",
+            str(root),
+            "--path",
+            path,
+            "--owner",
+            owner,
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_init_container_creates_and_chowns_only_the_models_directory(disk: tuple[Path, Path]) -> None:
+    root, _ = disk
+    target = root / "team-a" / "org" / "model"
+    proc = prepare(root, str(target))
     assert proc.returncode == 0, proc.stderr
     assert target.is_dir()
     # The directory in between is created plainly (0755, never handed to the download user).
@@ -114,14 +128,7 @@ def test_the_init_container_refuses_a_symlink_and_changes_nothing(disk: tuple[Pa
     root, outside = disk
     (root / "team-a" / "escape").symlink_to(outside)
     mode = outside.stat().st_mode
-    proc = subprocess.run(
-        [sys.executable, "-m", "ome_operator.downloader.confine"]
-        + ["--root", str(root), "--path", f"{root}/team-a/escape", "--owner", f"{os.getuid()}:{os.getgid()}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = prepare(root, f"{root}/team-a/escape")
     assert proc.returncode == 3 and "symlink" in proc.stderr, proc.stderr
     assert outside.stat().st_mode == mode and tree(outside) == ["passwd"]
 
@@ -147,7 +154,14 @@ def test_a_confined_download_still_completes(
     root, _ = disk
     dest = root / "team-a" / "tiny"
     outcome = run_download(
-        monkeypatch, tmp_path, hub.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(dest), "--confine-root", str(root)
+        monkeypatch,
+        tmp_path,
+        hub.endpoint,
+        f"hf://{tiny_repo.repo_id}",
+        "--dest",
+        str(dest),
+        "--confine-root",
+        str(root),
     )
     assert outcome.code == 0, outcome.log
     assert (dest / "config.json").is_file()

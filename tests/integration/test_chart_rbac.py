@@ -388,7 +388,12 @@ def check_effective_namespaced_rights(
             assert effective == expected, (
                 f"in {where}: beyond {sorted(effective - expected)}; missing {sorted(expected - effective)}"
             )
-        for verb, resource in (("get", "pods/log"), ("get", "configmaps"), ("update", "configmaps"), ("delete", "pods")):
+        for verb, resource in (
+            ("get", "pods/log"),
+            ("get", "configmaps"),
+            ("update", "configmaps"),
+            ("delete", "pods"),
+        ):
             kind, _, sub = resource.partition("/")
             where_flag = f"--namespace={elsewhere}"
             proc = cluster.kubectl(

@@ -72,7 +72,9 @@ def test_an_empty_namespace_dir_confines_basemodels_to_the_roots_only() -> None:
         (ROOTS, "{name}", "relative path"),
     ],
 )
-def test_settings_that_would_confine_nothing_are_refused(roots: tuple[str, ...], namespace_dir: str, error: str) -> None:
+def test_settings_that_would_confine_nothing_are_refused(
+    roots: tuple[str, ...], namespace_dir: str, error: str
+) -> None:
     with pytest.raises(ValueError, match=error):
         validate_model_roots(roots, namespace_dir)
 
