@@ -106,9 +106,10 @@ class StorageSpec(OmeModel):
         "the downloader serves them."
     )
     path: str | None = desc(
-        "Absolute, normalized path on each node where the weights are written and from where pods mount "
-        "them; it must lie strictly under one of the model roots the cluster admin allowed (the operator's "
-        "--model-root), and for a BaseModel under that root's directory for its namespace.",
+        "Absolute, normalized path where pods see the weights. For hf:// it is also where each node keeps "
+        "them, so it must lie strictly under one of the model roots the cluster admin allowed (the "
+        "operator's --model-root) and, for a BaseModel, under that root's directory for its namespace; "
+        "for pvc:// it is only the mount point of the claim.",
         default=None,
     )
     schema_path: str | None = desc("Path of a schema file inside the model (OME compatibility).", default=None)

@@ -145,16 +145,23 @@ def get_json(cluster: ClusterHandle, *args: str) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def reference_objects(cluster: ClusterHandle) -> Iterator[list[Path]]:
+def reference_objects(cluster: ClusterHandle, keep_namespace: bool = False) -> Iterator[list[Path]]:
     """The reference files applied; deleted on exit while the operator still runs, so kopf
-    removes its finalizers and the deletions complete."""
+    removes its finalizers and the deletions complete. `keep_namespace`: the files' Namespace
+    stays (a namespace-restricted operator's Role is in it; its caller deletes it afterwards)."""
     files = reference_files()
     try:
         cluster.kubectl("apply", *(f"--filename={path}" for path in files))
         yield files
     finally:
         delete = ["delete", "--ignore-not-found", "--wait", "--timeout=90s"]
-        proc = cluster.kubectl(*delete, *(f"--filename={path}" for path in reversed(files)), check=False)
+        if keep_namespace:
+            docs = [d for path in reversed(files) for d in yaml.safe_load_all(path.read_text()) if d]
+            items = [d for d in docs if d.get("kind") != "Namespace"]
+            listed = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+            proc = cluster.kubectl(*delete, "--filename=-", stdin=listed, check=False)
+        else:
+            proc = cluster.kubectl(*delete, *(f"--filename={path}" for path in reversed(files)), check=False)
         if proc.returncode != 0:
             # The operator died before it could finish: drop its finalizers so nothing is left stuck.
             for obj in ("inferenceservice/kimi-k2-instruct -n kimi-k2-instruct", "clusterbasemodel/kimi-k2-instruct"):
@@ -211,7 +218,8 @@ def take_reference_to_ready(
     log = tmp_path / "operator.log"
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S")
     op = OperatorProcess(token_kubeconfig(cluster, tmp_path / "kubeconfig"), log, f"--peering={PEERING}", *args)
-    with running(op), reference_objects(cluster):
+    namespaced = any(arg.startswith("--namespace=") for arg in args)
+    with running(op), reference_objects(cluster, keep_namespace=namespaced):
         # The peering object carries this operator's keep-alive: the peering rights work.
         wait_for(
             lambda: (get_json(cluster, *peering) or {}).get("status"),
