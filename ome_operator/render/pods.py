@@ -1,7 +1,8 @@
 """Pod templates for engine and decoder pods: merged runtime + InferenceService, plus OME's contract.
 
 Every engine/decoder pod gets the environment OME runtimes' command lines rely on (LWS_*,
-PARALLELISM_SIZE, MODEL_PATH), the model weights mounted read-only from the node, and the
+PARALLELISM_SIZE, MODEL_PATH), the model weights mounted read-only at MODEL_PATH (the node's model
+root with the model's directory as subPath, or the pvc:// claim with its sub path), and the
 model-ready node selector that keeps it off nodes without a verified copy.
 """
 

@@ -79,7 +79,7 @@ def inputs(namespace: str, uri: str, runner_context: Obj | None) -> str:
 def rendered_pods(namespace: str, uri: str, runner_context: Obj | None = None) -> tuple[list[Obj], dict[str, Obj]]:
     """The ServiceAccounts and the pod of each workload (by kind) the operator renders for a model
     and an InferenceService in `namespace`."""
-    loaded = load_text(inputs(namespace, uri, runner_context), "pod-security")
+    loaded = load_text(inputs(namespace, uri.format(namespace=namespace), runner_context), "pod-security")
     assert not loaded.problems, loaded.problems
     bundle = render_bundle(loaded.objects, Settings(), ["node-0"])
     assert not bundle.problems, bundle.problems
@@ -129,7 +129,8 @@ def test_pod_security_admission_is_on(cluster: ClusterHandle) -> None:
         assert not admitted and "privileged" in violations(message, "baseline")
 
 
-@pytest.mark.parametrize("uri", ["hf://Qwen/Qwen3-0.6B", "local:///mnt/models/Qwen/Qwen3-0.6B"])
+# A BaseModel's local:// directory is under its namespace's directory, like any host path it uses.
+@pytest.mark.parametrize("uri", ["hf://Qwen/Qwen3-0.6B", "local:///mnt/models/{namespace}/Qwen3-0.6B"])
 def test_baseline_refuses_node_local_weights_for_their_hostpath_only(cluster: ClusterHandle, uri: str) -> None:
     with pss_namespace(cluster, "baseline") as namespace:
         accounts, pods = rendered_pods(namespace, uri)
