@@ -42,10 +42,12 @@ def test_rendered_download_job_is_accepted(cluster: ClusterHandle) -> None:
     pod = job["spec"]["template"]["spec"]
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms[0]["matchFields"][0] == {"key": "metadata.name", "operator": "In", "values": ["h200-000"]}
-    assert pod["volumes"][0]["hostPath"] == {
-        "path": "/raid/models/meta/llama-3-1-8b-instruct",
-        "type": "DirectoryOrCreate",
-    }
+    # The model root is the volume, the model's directory its subPath (the kubelet creates nothing).
+    assert pod["volumes"][0]["hostPath"] == {"path": "/raid/models", "type": "Directory"}
+    assert pod["containers"][0]["volumeMounts"][0]["subPath"] == "meta/llama-3-1-8b-instruct"
+    prepare = pod["initContainers"][0]
+    assert prepare["command"] == ["python3", "-m", "ome_operator.downloader.confine"]
+    assert prepare["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
     assert pod["serviceAccountName"] == accepted["ServiceAccount"]["metadata"]["name"]
     container = pod["containers"][0]
     token = next(e for e in container["env"] if e["name"] == "HF_TOKEN")
