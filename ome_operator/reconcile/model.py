@@ -121,6 +121,19 @@ def list_referencing_services(kube: Kube, model: AnyModel) -> list[str]:
     return sorted(result)
 
 
+def list_cluster_models(kube: Kube, model: AnyModel) -> list[AnyModel]:
+    """The ClusterBaseModels a BaseModel's directory must not overlap (the cache holds them all)."""
+    if isinstance(model, ClusterBaseModel):
+        return []
+    found: list[AnyModel] = []
+    for raw in kube.list("ClusterBaseModel"):
+        try:
+            found.append(ClusterBaseModel.model_validate(raw))
+        except ValueError:
+            continue  # its own reconcile reports it; an unreadable spec claims no directory
+    return found
+
+
 def in_place(model: AnyModel) -> bool:
     try:
         return model.spec.storage is not None and is_in_place(parse_storage_uri(model.spec.storage.storage_uri))
@@ -161,13 +174,13 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
     name = model.name
     mctx = ModelContext(model, settings)
     targets, all_nodes = resolve_target_nodes(kube, model)
-    storage_problem = check_model_storage(model, settings)
+    storage_problem = check_model_storage(model, settings, list_cluster_models(kube, model))
     problem: Cond | None = None
     if storage_problem is not None:
         path, _, message = storage_problem.partition(": ")
         problem = Cond(R.DOWNLOADED, False, R.INVALID_STORAGE, message, path)
         targets = []
-    desired = render_model(model, targets, settings)
+    desired = render_model(model, targets, settings) if problem is None else []
     selector = f"{names.LABEL_MODEL}={mctx.labels()[names.LABEL_MODEL]}"
     existing = list_children(kube, MODEL_CHILD_KINDS, mctx.namespace, selector)
     try:

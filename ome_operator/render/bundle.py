@@ -65,7 +65,7 @@ def render_bundle(objects: list[Resource], settings: Settings, nodes: list[str])
     if bundle.problems:
         return bundle
     for model in sorted(models, key=lambda m: (m.crd.kind, m.namespace or "", m.name)):
-        storage_problem = check_model_storage(model, settings)
+        storage_problem = check_model_storage(model, settings, models)
         if storage_problem is not None:
             path, _, reason = storage_problem.partition(": ")
             bundle.problems.append(Problem(model.crd.kind, model.name, path, reason))

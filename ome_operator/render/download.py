@@ -9,6 +9,7 @@ update (a Role limited by resourceNames).
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,14 @@ from ome_operator.api.storage_uri import LocalUri, PvcUri, StorageUriError, is_i
 from . import names
 from .context import PLACEHOLDER_UID, Settings, model_path
 from .merge import Obj
-from .roots import HostDir, check_host_path, find_host_dir, is_normalized_absolute, resolve_host_path
+from .roots import (
+    HostDir,
+    check_cluster_overlap,
+    check_host_path,
+    find_host_dir,
+    is_normalized_absolute,
+    resolve_host_path,
+)
 
 COMPONENT = "model-download"
 DOWNLOAD_USER = 65532
@@ -255,8 +263,9 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
     }
 
 
-def check_model_storage(model: AnyModel, settings: Settings) -> str | None:
-    """Why the model's storage cannot be placed on nodes ("field: reason"), or None."""
+def check_model_storage(model: AnyModel, settings: Settings, others: Sequence[AnyModel] = ()) -> str | None:
+    """Why the model's storage cannot be placed on nodes ("field: reason"), or None; `others`
+    are the models it must not overlap (check_model_path)."""
     storage = model.spec.storage
     if storage is None:
         return "spec.storage: not set, so there are no weights to place on nodes; set spec.storage.storageUri"
@@ -267,15 +276,25 @@ def check_model_storage(model: AnyModel, settings: Settings) -> str | None:
     path = storage.path
     if path is not None and (not is_normalized_absolute(path) or posixpath.normpath(path) != path):
         return f"spec.storage.path: {path!r} must be a normalized absolute path (no '..', '.', '//' or trailing '/')"
-    return check_model_path(model, settings)
+    return check_model_path(model, settings, others)
 
 
-def check_model_path(model: AnyModel, settings: Settings) -> str | None:
-    """Why the model's directory on the nodes is not allowed ("field: reason"), or None; claims have none."""
+def check_model_path(model: AnyModel, settings: Settings, others: Sequence[AnyModel] = ()) -> str | None:
+    """Why the model's directory on the nodes is not allowed ("field: reason"), or None; claims have
+    none. A BaseModel is also checked against the ClusterBaseModels among `others`."""
     host = resolve_host_path(model, model_path(model, settings))
     if host is None:
         return None
-    return check_host_path(model, host, settings.model_roots, settings.namespace_model_dir)
+    refused = check_host_path(model, host, settings.model_roots, settings.namespace_model_dir)
+    if refused is not None or isinstance(model, ClusterBaseModel):
+        return refused
+    cluster_dirs = {}
+    for other in others:
+        if isinstance(other, ClusterBaseModel):
+            other_host = resolve_host_path(other, model_path(other, settings))
+            if other_host is not None:
+                cluster_dirs[other.name] = other_host
+    return check_cluster_overlap(model, host, cluster_dirs)
 
 
 def render_model(model: AnyModel, nodes: list[str], settings: Settings) -> list[Obj]:

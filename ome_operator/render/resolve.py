@@ -145,11 +145,13 @@ def compute_model_condition(isvc: InferenceService, model: AnyModel | None) -> C
     )
 
 
-def check_serving_storage(isvc: InferenceService, model: AnyModel, settings: Settings) -> Cond | None:
+def check_serving_storage(
+    isvc: InferenceService, model: AnyModel, settings: Settings, models: list[AnyModel]
+) -> Cond | None:
     """A model whose weights pods may not mount here: a host path outside the model roots (nothing
     is rendered, as for the model itself), or a claim in another namespace than the pods'."""
     kind = model.crd.kind
-    refused = check_model_path(model, settings)
+    refused = check_model_path(model, settings, models)
     if refused is not None:
         return Cond(R.MODEL_READY, False, R.INVALID_STORAGE, f"{kind} {model.name}: {refused}", "spec.model.name")
     storage = model.spec.storage
@@ -228,7 +230,7 @@ def resolve(isvc: InferenceService, models: list[AnyModel], runtimes: list[AnyRu
     if model is None or model_cond.reason in (R.MODEL_DISABLED, R.MODEL_BEING_DELETED, R.MODEL_NOT_FOUND):
         return Resolved(isvc, spec_ok, model_cond, waiting_runtime, model=model)
 
-    refused = check_serving_storage(isvc, model, settings)
+    refused = check_serving_storage(isvc, model, settings, models)
     if refused is not None:
         return Resolved(isvc, spec_ok, refused, waiting_runtime, model=model)
 

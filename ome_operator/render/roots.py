@@ -119,6 +119,24 @@ def check_host_path(model: AnyModel, host_path: str, roots: tuple[str, ...], nam
     )
 
 
+def check_cluster_overlap(model: AnyModel, host_path: str, cluster_dirs: dict[str, str]) -> str | None:
+    """A BaseModel may not write where a ClusterBaseModel's weights are, nor above or below them:
+    a namespace's directory can hold a cluster model's (OME's /raid/models/<vendor>/... under a
+    namespace named like the vendor), and that model is served to every namespace."""
+    if isinstance(model, ClusterBaseModel):
+        return None
+    for name, other in sorted(cluster_dirs.items()):
+        if host_path == other or other.startswith(host_path + "/") or host_path.startswith(other + "/"):
+            storage = model.spec.storage
+            local = storage is not None and storage.storage_uri.lower().startswith("local://")
+            field = "spec.storage.storageUri" if local else "spec.storage.path"
+            return (
+                f"{field}: {host_path!r} overlaps {other!r}, the directory of ClusterBaseModel {name}; a "
+                "BaseModel may not use a cluster-wide model's directory: choose another one"
+            )
+    return None
+
+
 def find_host_dir(host_path: str, roots: tuple[str, ...]) -> HostDir:
     """The root a checked host path is under (check_host_path first: this one trusts its input)."""
     for root in roots:

@@ -63,20 +63,31 @@ def test_paths_outside_the_roots_are_a_condition_and_create_nothing(cluster: Clu
     apply_crds(cluster)
     cluster.kubectl("create", "namespace", NS, check=False)
     kubeconfig = write_operator_kubeconfig(cluster, tmp_path / "kubeconfig")
+    outside = "outside the allowed model roots"
     refused = [
-        (model("path-etc", {"storageUri": "hf://org/model", "path": "/etc"}), "spec.storage.path", "ome"),
+        (model("path-etc", {"storageUri": "hf://org/model", "path": "/etc"}), "spec.storage.path", "ome", outside),
         (
             model("path-root-itself", {"storageUri": "hf://org/model", "path": "/raid/models"}),
             "spec.storage.path",
             "ome",
+            outside,
         ),
-        (model("path-local-etc", {"storageUri": "local:///etc"}), "spec.storage.storageUri", "ome"),
+        (model("path-local-etc", {"storageUri": "local:///etc"}), "spec.storage.storageUri", "ome", outside),
         (
             model("path-other-ns", {"storageUri": "hf://org/model", "path": "/raid/models/someone-else/m"}, NS),
             "spec.storage.path",
             NS,
+            outside,
+        ),
+        # Inside its namespace's directory, but where a ClusterBaseModel's weights are.
+        (
+            model("path-squatter", {"storageUri": "hf://org/model", "path": f"/raid/models/{NS}/vendor/m"}, NS),
+            "spec.storage.path",
+            NS,
+            "the directory of ClusterBaseModel path-vendor",
         ),
     ]
+    vendor = model("path-vendor", {"storageUri": "hf://org/model", "path": f"/raid/models/{NS}/vendor/m"})
     allowed = model("path-fine", {"storageUri": "hf://org/model"}, NS)
     isvc = {
         "apiVersion": "ome.io/v1beta1",
@@ -85,9 +96,9 @@ def test_paths_outside_the_roots_are_a_condition_and_create_nothing(cluster: Clu
         "spec": {"model": {"name": "path-other-ns", "kind": "BaseModel"}, "engine": {"minReplicas": 1}},
     }
     with running_operator(kubeconfig, tmp_path / "operator.log"):
-        apply(cluster, *(doc for doc, _, _ in refused), allowed, isvc)
+        apply(cluster, vendor, *(doc for doc, _, _, _ in refused), allowed, isvc)
         try:
-            for doc, field, _ in refused:
+            for doc, field, _, why in refused:
                 kind, name = doc["kind"].lower(), doc["metadata"]["name"]
                 where = ["-n", NS] if doc["kind"] == "BaseModel" else []
 
@@ -98,7 +109,7 @@ def test_paths_outside_the_roots_are_a_condition_and_create_nothing(cluster: Clu
                 cond = wait_for(reported, timeout=60, what=f"{name}: Downloaded=False InvalidStorage")
                 assert cond["status"] == "False"
                 assert cond["message"].startswith(f"{field}: ") or field in cond["message"], cond
-                assert "outside the allowed model roots" in cond["message"], cond
+                assert why in cond["message"], cond
 
             # The allowed neighbour got its Job: the refusals are not the operator doing nothing.
             def fine_job() -> dict[str, Any] | None:
@@ -119,18 +130,18 @@ def test_paths_outside_the_roots_are_a_condition_and_create_nothing(cluster: Clu
             cond = wait_for(isvc_refused, timeout=60, what="uses-etc: ModelReady=False InvalidStorage")
             assert "spec.storage.path" in cond["message"]
             time.sleep(3)  # a few more passes: still nothing
-            for doc, _, namespace in refused:
+            for doc, _, namespace, _ in refused:
                 scope = "cluster" if doc["kind"] == "ClusterBaseModel" else NS
                 label = f"ome.io/model={scope}.{doc['metadata']['name']}"
                 assert model_children(cluster, namespace, label) == [], doc["metadata"]["name"]
             nodes = kjson(cluster, "get", "nodes")["items"]
             labels = {key for n in nodes for key in (n["metadata"].get("labels") or {}) if "path-" in key}
-            assert not [key for key in labels if "path-fine" not in key], labels
+            assert not [key for key in labels if "path-fine" not in key and "path-vendor" not in key], labels
             workloads = kjson(cluster, "get", "statefulsets,deployments", "-n", NS, "-l", "ome.io/inferenceservice")
             assert not [o for o in workloads["items"] if "uses-etc" in o["metadata"]["name"]]
         finally:
             cluster.kubectl("delete", "isvc", "uses-etc", "-n", NS, "--ignore-not-found", "--wait=false")
-            for doc, _, _ in [*refused, (allowed, "", "")]:
+            for doc in [*(d for d, _, _, _ in refused), allowed, vendor]:
                 where = ["-n", NS] if doc["kind"] == "BaseModel" else []
                 kind = doc["kind"].lower()
                 cluster.kubectl("delete", kind, doc["metadata"]["name"], *where, "--ignore-not-found", "--timeout=60s")

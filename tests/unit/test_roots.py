@@ -122,3 +122,27 @@ def test_a_claim_of_another_namespace_is_not_mounted() -> None:
     )
     resolved = resolve(isvc, [claim], [], Settings())
     assert resolved.model_cond.reason == R.INVALID_STORAGE and "namespace other" in resolved.model_cond.message
+
+
+def test_a_basemodel_may_not_overlap_a_cluster_models_directory() -> None:
+    settings = Settings()
+    kimi = ClusterBaseModel.model_validate(
+        {
+            "metadata": {"name": "kimi"},
+            "spec": {
+                "storage": {"storageUri": "hf://moonshotai/Kimi-K2-Instruct", "path": "/raid/models/moonshotai/k2"}
+            },
+        }
+    )
+    for path in ("/raid/models/moonshotai/k2", "/raid/models/moonshotai/k2/sub", "/raid/models/moonshotai/x"):
+        squatter = model(path, "moonshotai")
+        problem = check_model_storage(squatter, settings, [kimi])
+        if path.endswith("/x"):
+            assert problem is None
+            continue
+        assert problem is not None and "ClusterBaseModel kimi" in problem, problem
+        assert render_model(squatter, ["node-1"], settings) != []  # alone, the path is fine
+    above = model("/raid/models/moonshotai/k", "moonshotai")
+    assert check_model_storage(above, settings, [kimi]) is None  # a look-alike prefix is no overlap
+    # The cluster model itself is never refused for a namespace's models.
+    assert check_model_storage(kimi, settings, [model("/raid/models/moonshotai/k2", "moonshotai")]) is None
