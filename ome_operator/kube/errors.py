@@ -31,6 +31,9 @@ _APPLY_VALIDATION = (
     "expected string",
     "expected map",
     "expected list",
+    # The object is too big for etcd: no write of it (not even its status) can succeed.
+    "larger than max",
+    "request is too large",
 )
 # `.spec.template.spec.containers[name="x"].env: duplicate entries for key [name="A"]` and
 # `spec.template.spec.containers[0].image: Required value`: the first dotted path of the message.

@@ -116,18 +116,39 @@ def reconcile_inference_service(
     raise RuntimeError(f"InferenceService {namespace}/{name}: status kept changing under us; retrying later")
 
 
+class StatusRefused(Exception):
+    """The API server refuses to store any status for the object (e.g. it is too big for etcd)."""
+
+    def __init__(self, status: Obj, exc: ApiException) -> None:
+        ready = find(status.get("conditions"), R.READY) or {}
+        super().__init__(
+            f"its status cannot be stored ({classify(exc).message}); it would say: "
+            f"Ready={ready.get('status')} {ready.get('reason')}: {ready.get('message')}"
+        )
+
+
+def write_status_or_say_why(kube: Kube, raw: Obj, status: Obj) -> bool:
+    try:
+        return write_status(kube, raw, status)
+    except ApiException as exc:
+        if is_transient(exc):
+            raise
+        raise StatusRefused(status, exc) from exc
+
+
 def report_failure(
     kube: Kube, raw: Obj, exc: Exception, key: tuple[str, ...], print_: str, now: Callable[[], str]
 ) -> Outcome:
     """An exception as a condition and a Warning Event (once per input), never a silent retry loop."""
     namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
-    refusal = classify(exc)
-    message = f"{type(exc).__name__}: {refusal.message}"[:2000]
-    cond = Cond(R.CHILDREN_APPLIED, False, R.RECONCILE_FAILED, message)
+    message = str(exc) if isinstance(exc, StatusRefused) else f"{type(exc).__name__}: {classify(exc).message}"
+    cond = Cond(R.CHILDREN_APPLIED, False, R.RECONCILE_FAILED, message[:2000])
     news = BOOK.record(key, print_, cond)
     if news:
         log.error("InferenceService %s/%s: %s", namespace, name, message, exc_info=exc)
         record_event(kube, raw, "Warning", R.RECONCILE_FAILED, message)
+    if isinstance(exc, StatusRefused):
+        return Outcome("False")  # the Event is all the API server lets us say
     facts = IsvcFacts(generation=raw["metadata"].get("generation"), resolved=[cond])
     try:
         write_status(kube, raw, compute_isvc_status(facts, raw.get("status") or {}, now()))
@@ -150,7 +171,7 @@ def reconcile_once(kube: Kube, raw: Obj, settings: Settings, now: Callable[[], s
             generation=raw["metadata"].get("generation"),
             resolved=[Cond(R.SPEC_VALID, False, R.INVALID_SPEC, message, path)],
         )
-        if not write_status(kube, raw, compute_isvc_status(facts, previous_status, now())):
+        if not write_status_or_say_why(kube, raw, compute_isvc_status(facts, previous_status, now())):
             return None
         return Outcome("False")
 
@@ -237,7 +258,7 @@ def reconcile_once(kube: Kube, raw: Obj, settings: Settings, now: Callable[[], s
         applying=applying,
     )
     status = compute_isvc_status(facts, previous_status, now())
-    if not write_status(kube, raw, status):
+    if not write_status_or_say_why(kube, raw, status):
         return None
     record_transitions(kube, raw, previous_status, status)
     if applying:
