@@ -7,8 +7,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from ome_operator.api.reasons import Cond
 from ome_operator.kube.errors import classify, field_of, is_transient
-from ome_operator.reconcile import children
+from ome_operator.reconcile.budget import CHUNK
 from ome_operator.reconcile.children import apply_children, is_subset, needs_apply, with_group_revisions, with_hash
 from ome_operator.reconcile.refusals import FIRST_RETRY, MAX_RETRY, RefusalBook
 from ome_operator.render.checks import check_container_size, check_label_map, check_resources
@@ -79,7 +80,7 @@ def test_a_leader_only_change_changes_both_templates_of_its_group() -> None:
 def test_the_book_backs_off_and_a_new_input_is_tried_at_once() -> None:
     clock = [0.0]
     book = RefusalBook(clock=lambda: clock[0])
-    cond: Any = object()
+    cond = Cond("ChildrenApplied", False, "ApplyFailed", "refused")
     assert book.record("k", "p1", cond)
     assert book.blocked("k", "p1") is cond
     assert book.blocked("k", "p2") is None  # the spec changed
@@ -125,7 +126,7 @@ def test_a_pass_stops_at_its_budget_and_when_the_owner_goes() -> None:
     checks = iter([True, False])
     kube2 = CountingKube()
     result = apply_children(kube2, desired, [], "uid", lambda: next(checks, False), budget=1000)  # type: ignore[arg-type]
-    assert result.stopped and len(kube2.applied) == children.CHUNK
+    assert result.stopped and len(kube2.applied) == CHUNK
 
 
 def test_checks_name_the_field() -> None:
@@ -141,3 +142,76 @@ def test_checks_name_the_field() -> None:
     assert check_container_size("p", {"args": ["x" * (1 << 20)]})[0].path == "p.args"
     long = check_label_map("spec.engine.labels", {"team": "x" * 64}, label=True)
     assert long and long[0].path == "spec.engine.labels.team"
+
+
+class DeletingKube:
+    """Records deletes and Events; stands in for the API server in this pure decision test only."""
+
+    def __init__(self) -> None:
+        self.deleted: list[tuple[str, str | None, int | None]] = []
+        self.events: list[Obj] = []
+
+    def delete(self, kind: str, name: str, namespace: str | None = None, **opts: Any) -> bool:
+        self.deleted.append((name, opts.get("uid"), opts.get("grace_seconds")))
+        return True
+
+    def create(self, obj: Obj) -> Obj:
+        self.events.append(obj)
+        return obj
+
+    def pod_log_tail(self, name: str, namespace: str) -> str:
+        return ""
+
+
+def pod(name: str, node: str, revision: str = "r1", role: str = "worker") -> Obj:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "labels": {"component": "engine", "ome.io/group": "0", "ome.io/role": role},
+            "annotations": {"ome.io/group-revision": revision},
+        },
+        "spec": {"nodeName": node},
+        "status": {"phase": "Running"},
+    }
+
+
+def node(name: str, ready: str = "True", since: str = "2026-01-01T00:00:00Z") -> Obj:
+    return {
+        "metadata": {"name": name},
+        "status": {"conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": since}]},
+    }
+
+
+ISVC: Obj = {"apiVersion": "ome.io/v1beta1", "kind": "InferenceService", "metadata": {"name": "x", "namespace": "ns"}}
+
+
+def test_group_restarts_name_the_uid_and_follow_lost_nodes_and_revisions() -> None:
+    from datetime import UTC, datetime
+
+    from ome_operator.reconcile.groups import GroupState, restart_failed_groups
+
+    now = datetime(2026, 1, 1, 0, 1, 0, tzinfo=UTC).timestamp()
+    pods = [pod("x-engine-0-0", "a", role="leader"), pod("x-engine-0-worker-1", "b")]
+    steady = GroupState({"a": node("a"), "b": node("b")}, {("engine", "0"): "r1"}, now)
+    kube = DeletingKube()
+    assert restart_failed_groups(kube, ISVC, pods, steady) == {}  # type: ignore[arg-type]
+    assert kube.deleted == []
+    # Node b deleted: both pods go, by uid, at once (nobody is left on b to end them gracefully).
+    gone = GroupState({"a": node("a")}, {("engine", "0"): "r1"}, now)
+    assert "engine" in restart_failed_groups(kube, ISVC, pods, gone)  # type: ignore[arg-type]
+    assert ("x-engine-0-0", "uid-x-engine-0-0", 0) in kube.deleted and len(kube.deleted) == 2
+    assert kube.events[-1]["reason"] == "GroupNodeLost"
+    # NotReady for 10 s is not lost yet; for 60 s it is.
+    kube = DeletingKube()
+    brief = GroupState({"a": node("a"), "b": node("b", "False", "2026-01-01T00:00:50Z")}, {("engine", "0"): "r1"}, now)
+    assert restart_failed_groups(kube, ISVC, pods, brief) == {}  # type: ignore[arg-type]
+    long = GroupState({"a": node("a"), "b": node("b", "False", "2026-01-01T00:00:00Z")}, {("engine", "0"): "r1"}, now)
+    assert "NotReady" in restart_failed_groups(kube, ISVC, pods, long)["engine"]  # type: ignore[arg-type]
+    # A new revision on both StatefulSets: the whole group is recreated, not only the changed role.
+    kube = DeletingKube()
+    rolled = GroupState({"a": node("a"), "b": node("b")}, {("engine", "0"): "r2"}, now)
+    assert "engine" in restart_failed_groups(kube, ISVC, pods, rolled)  # type: ignore[arg-type]
+    assert {d[0] for d in kube.deleted} == {"x-engine-0-0", "x-engine-0-worker-1"}
+    assert all(d[2] is None for d in kube.deleted)  # a graceful delete
