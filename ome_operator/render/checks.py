@@ -160,6 +160,25 @@ def check_container_size(path: str, runner: Obj) -> list[Cond]:
     return problems
 
 
+def check_declared_env(spec: Obj) -> list[Cond]:
+    """Env names unique in each container the InferenceService declares.
+
+    Merging with the runtime keys env by name, so a duplicate would silently keep only its last
+    value; the CRD refuses duplicates, but an object stored before it did must be told, not guessed."""
+    problems: list[Cond] = []
+    for name in ("engine", "decoder", "router"):
+        component = spec.get(name)
+        if not isinstance(component, dict):
+            continue
+        for role in (None, "leader", "worker"):
+            part = component if role is None else component.get(role)
+            runner = part.get("runner") if isinstance(part, dict) else None
+            if isinstance(runner, dict):
+                path = f"spec.{name}.runner" if role is None else f"spec.{name}.{role}.runner"
+                problems.extend(c for c in check_container_size(path, runner) if "duplicate" in c.message)
+    return problems
+
+
 def check_label_map(path: str, values: object, label: bool) -> list[Cond]:
     """Pod labels (name syntax and 63-character values) and annotation keys, as the API server checks them."""
     if not isinstance(values, dict):

@@ -215,3 +215,11 @@ def test_group_restarts_name_the_uid_and_follow_lost_nodes_and_revisions() -> No
     assert "engine" in restart_failed_groups(kube, ISVC, pods, rolled)  # type: ignore[arg-type]
     assert {d[0] for d in kube.deleted} == {"x-engine-0-0", "x-engine-0-worker-1"}
     assert all(d[2] is None for d in kube.deleted)  # a graceful delete
+
+
+def test_duplicate_env_names_the_isvc_declares_are_refused_before_the_merge_hides_them() -> None:
+    from ome_operator.render.checks import check_declared_env
+
+    spec = {"engine": {"leader": {"runner": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}}}
+    assert [c.path for c in check_declared_env(spec)] == ["spec.engine.leader.runner.env[1].name"]
+    assert check_declared_env({"engine": {"runner": {"env": [{"name": "A"}, {"name": "B"}]}}}) == []
