@@ -145,7 +145,13 @@ def report_failure(
     cond = Cond(R.CHILDREN_APPLIED, False, R.RECONCILE_FAILED, message[:2000])
     news = BOOK.record(key, print_, cond)
     if news:
-        log.error("InferenceService %s/%s: %s", namespace, name, message, exc_info=exc)
+        log.error(
+            "InferenceService %s/%s: %s",
+            namespace,
+            name,
+            message,
+            exc_info=None if isinstance(exc, ApiException | StatusRefused) else exc,
+        )
         record_event(kube, raw, "Warning", R.RECONCILE_FAILED, message)
     if isinstance(exc, StatusRefused):
         return Outcome("False")  # the Event is all the API server lets us say

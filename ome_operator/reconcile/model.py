@@ -177,7 +177,9 @@ def report_model_failure(kube: Kube, raw: Obj, exc: Exception, print_: str, now:
     message = f"{type(exc).__name__}: {refusal.message}"[:2000]
     cond = Cond(R.DOWNLOADED, False, R.RECONCILE_FAILED, message)
     if BOOK.record((raw["kind"], meta.get("namespace"), meta["name"]), print_, cond):
-        log.error("%s %s: %s", raw["kind"], meta["name"], message, exc_info=exc)
+        log.error(
+            "%s %s: %s", raw["kind"], meta["name"], message, exc_info=None if isinstance(exc, ApiException) else exc
+        )
         record_event(kube, raw, "Warning", R.RECONCILE_FAILED, message)
     facts = ModelFactsObserved(generation=meta.get("generation"), nodes=[], problem=cond)
     try:

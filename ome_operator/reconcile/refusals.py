@@ -54,14 +54,15 @@ class RefusalBook:
             return entry.condition
 
     def record(self, key: Hashable, fingerprint: str, condition: Cond) -> bool:
-        """Remember a permanent failure; True when it is news (new input or new answer)."""
+        """Remember a permanent failure; True when it is news (an input not refused before)."""
         with self._lock:
             entry = self._entries.get(key)
             same = entry is not None and entry.fingerprint == fingerprint
             attempts = entry.attempts + 1 if same and entry is not None else 1
             delay = min(MAX_RETRY, FIRST_RETRY * 2 ** (attempts - 1))
             self._entries[key] = Refusal(fingerprint, condition, attempts, self._clock() + delay)
-            return not same or entry is None or entry.condition != condition
+            # Only new input is news: the same refusal worded a little differently (sizes, times) is not.
+            return not same
 
     def clear(self, key: Hashable) -> None:
         with self._lock:

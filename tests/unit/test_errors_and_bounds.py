@@ -86,7 +86,7 @@ def test_the_book_backs_off_and_a_new_input_is_tried_at_once() -> None:
     assert book.blocked("k", "p2") is None  # the spec changed
     clock[0] = FIRST_RETRY
     assert book.blocked("k", "p1") is None
-    assert not book.record("k", "p1", cond)  # same answer again: no new Event
+    assert not book.record("k", "p1", cond)  # same input refused again: no new Event
     clock[0] += FIRST_RETRY * 2 - 1
     assert book.blocked("k", "p1") is cond
     for _ in range(20):
