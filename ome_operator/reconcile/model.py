@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
+
 from ome_operator.api import BaseModel, ClusterBaseModel
 from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
@@ -23,13 +25,14 @@ from ome_operator.kube.resources import MODEL_CHILD_KINDS
 from ome_operator.render import names
 from ome_operator.render.context import Settings
 from ome_operator.render.download import ModelContext, check_model_storage, render_model
+from ome_operator.status.conditions import cond_message
 from ome_operator.status.model import ModelFactsObserved, NodeDownload, compute_model_status
 
 from .children import apply_children, list_children
 from .events import record_event
 from .nodes import apply_node_labels, resolve_target_nodes
 from .refusals import BOOK, fingerprint_of
-from .status import describe_api_error, write_status
+from .status import describe_api_error, describe_validation_error, write_status
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +176,16 @@ def reconcile_model(
 def report_model_failure(kube: Kube, raw: Obj, exc: Exception, print_: str, now: Callable[[], str]) -> ModelOutcome:
     """The exception as Downloaded=False ReconcileFailed and one Warning Event per input."""
     meta = raw["metadata"]
-    refusal = classify(exc)
-    message = f"{type(exc).__name__}: {refusal.message}"[:2000]
-    cond = Cond(R.DOWNLOADED, False, R.RECONCILE_FAILED, message)
+    if isinstance(exc, pydantic.ValidationError):  # stored before the CRD checked it: name the field
+        path, detail = describe_validation_error(exc)
+        cond = Cond(R.DOWNLOADED, False, R.RECONCILE_FAILED, detail[:2000], path)
+    else:
+        message = f"{type(exc).__name__}: {classify(exc).message}"[:2000]
+        cond = Cond(R.DOWNLOADED, False, R.RECONCILE_FAILED, message)
     if BOOK.record((raw["kind"], meta.get("namespace"), meta["name"]), print_, cond):
-        log.error(
-            "%s %s: %s", raw["kind"], meta["name"], message, exc_info=None if isinstance(exc, ApiException) else exc
-        )
-        record_event(kube, raw, "Warning", R.RECONCILE_FAILED, message)
+        expected = isinstance(exc, ApiException | pydantic.ValidationError)
+        log.error("%s %s: %s", raw["kind"], meta["name"], cond_message(cond), exc_info=None if expected else exc)
+        record_event(kube, raw, "Warning", R.RECONCILE_FAILED, cond_message(cond))
     facts = ModelFactsObserved(generation=meta.get("generation"), nodes=[], problem=cond)
     try:
         write_status(kube, raw, compute_model_status(facts, raw.get("status"), now()))
