@@ -17,7 +17,8 @@ CONTINUE_AFTER = 0.05
 
 
 class MoreWork(BaseException):
-    """Raised by a pass that stopped at its budget: the queue re-runs the key soon.
+    """Raised by a pass that stopped at its budget (or must look again later): the queue re-runs the
+    key after `delay`.
 
     A BaseException on purpose: it is not a failure, so the `except Exception` of error metrics and
     backoff does not see it; only the work queue catches it.

@@ -63,6 +63,19 @@ def node_lost(pod: Obj, state: GroupState) -> str | None:
     return None
 
 
+def compute_recheck(pods: list[Obj], state: GroupState) -> float | None:
+    """Seconds until a group pod's NotReady node has been down for NODE_LOST_AFTER, if one is."""
+    waits = []
+    for members in group_pods(pods).values():
+        for pod in members:
+            node = state.nodes.get((pod.get("spec") or {}).get("nodeName") or "")
+            for cond in ((node or {}).get("status") or {}).get("conditions") or []:
+                left = NODE_LOST_AFTER - _since(cond.get("lastTransitionTime"), state.now)
+                if cond.get("type") == "Ready" and cond.get("status") != "True" and left > 0:
+                    waits.append(left + 1.0)  # past the grace, the restart itself is the news
+    return min(waits) if waits else None
+
+
 def group_pods(pods: list[Obj]) -> dict[tuple[str, str], list[Obj]]:
     groups: dict[tuple[str, str], list[Obj]] = {}
     for pod in pods:

@@ -41,7 +41,7 @@ from .children import (
     with_group_revisions,
 )
 from .events import record_event
-from .groups import GroupState, restart_failed_groups
+from .groups import GroupState, compute_recheck, restart_failed_groups
 from .observe import index_workloads, observe_component, observe_router
 from .refusals import BOOK, fingerprint_of
 from .status import describe_validation_error, write_status
@@ -197,6 +197,7 @@ def reconcile_once(kube: Kube, raw: Obj, settings: Settings, now: Callable[[], s
     url = None
     apply_error = ""
     applying = ""
+    recheck: float | None = None
     if resolved.ctx is not None:
         rendered = render_inference_service(resolved.ctx)
         url = rendered.url
@@ -241,6 +242,7 @@ def reconcile_once(kube: Kube, raw: Obj, settings: Settings, now: Callable[[], s
             now=time.time(),
         )
         restarting = restart_failed_groups(kube, raw, pods, state) if result is None or result.complete else {}
+        recheck = compute_recheck(pods, state)
         if result is not None and not result.complete:
             applying = f"{result.remaining} of {result.changed} child writes still to send; continuing"
         for shape in rendered.shapes:
@@ -269,6 +271,8 @@ def reconcile_once(kube: Kube, raw: Obj, settings: Settings, now: Callable[[], s
     record_transitions(kube, raw, previous_status, status)
     if applying:
         raise MoreWork()  # progress is in status; the rest runs after every other object that is due
+    if recheck is not None:
+        raise MoreWork(recheck)  # a node of a group is NotReady: look again when its grace is over
     model = resolved.model
     return Outcome(
         (find(status["conditions"], R.READY) or {}).get("status", "Unknown"),

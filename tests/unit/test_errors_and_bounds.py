@@ -223,3 +223,17 @@ def test_duplicate_env_names_the_isvc_declares_are_refused_before_the_merge_hide
     spec = {"engine": {"leader": {"runner": {"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}}}}
     assert [c.path for c in check_declared_env(spec)] == ["spec.engine.leader.runner.env[1].name"]
     assert check_declared_env({"engine": {"runner": {"env": [{"name": "A"}, {"name": "B"}]}}}) == []
+
+
+def test_a_pass_looks_again_when_a_notready_node_reaches_its_grace() -> None:
+    from datetime import UTC, datetime
+
+    from ome_operator.reconcile.groups import NODE_LOST_AFTER, GroupState, compute_recheck
+
+    now = datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC).timestamp()
+    pods = [pod("x-engine-0-0", "a", role="leader")]
+    down = GroupState({"a": node("a", "False", "2026-01-01T00:00:00Z")}, {}, now)
+    assert compute_recheck(pods, down) == NODE_LOST_AFTER - 10 + 1
+    assert compute_recheck(pods, GroupState({"a": node("a")}, {}, now)) is None
+    late = GroupState({"a": node("a", "False", "2025-12-31T00:00:00Z")}, {}, now)
+    assert compute_recheck(pods, late) is None
