@@ -44,7 +44,7 @@ from .events import record_event
 from .groups import GroupState, compute_recheck, restart_failed_groups
 from .observe import index_workloads, observe_component, observe_router
 from .refusals import BOOK, fingerprint_of
-from .status import describe_validation_error, write_status
+from .status import FieldError, describe_exception, describe_validation_error, write_status
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -141,8 +141,8 @@ def report_failure(
 ) -> Outcome:
     """An exception as a condition and a Warning Event (once per input), never a silent retry loop."""
     namespace, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
-    message = str(exc) if isinstance(exc, StatusRefused) else f"{type(exc).__name__}: {classify(exc).message}"
-    cond = Cond(R.CHILDREN_APPLIED, False, R.RECONCILE_FAILED, message[:2000])
+    path, message = ("", str(exc)) if isinstance(exc, StatusRefused) else describe_exception(exc)
+    cond = Cond(R.CHILDREN_APPLIED, False, R.RECONCILE_FAILED, message[:2000], path)
     news = BOOK.record(key, print_, cond)
     if news:
         log.error(
@@ -150,7 +150,7 @@ def report_failure(
             namespace,
             name,
             message,
-            exc_info=None if isinstance(exc, ApiException | StatusRefused) else exc,
+            exc_info=None if isinstance(exc, ApiException | StatusRefused | FieldError) else exc,
         )
         record_event(kube, raw, "Warning", R.RECONCILE_FAILED, message)
     if isinstance(exc, StatusRefused):

@@ -20,7 +20,7 @@ from ome_operator.api.model import AnyModel
 from ome_operator.api.reasons import Cond
 from ome_operator.api.storage_uri import StorageUriError, is_in_place, parse_storage_uri
 from ome_operator.kube.client import ApiException, Kube
-from ome_operator.kube.errors import classify, is_permanent, is_transient
+from ome_operator.kube.errors import is_permanent, is_transient
 from ome_operator.kube.resources import MODEL_CHILD_KINDS
 from ome_operator.render import names
 from ome_operator.render.context import Settings
@@ -32,7 +32,7 @@ from .children import apply_children, list_children
 from .events import record_event
 from .nodes import apply_node_labels, resolve_target_nodes
 from .refusals import BOOK, fingerprint_of
-from .status import describe_api_error, describe_validation_error, write_status
+from .status import FieldError, describe_api_error, describe_exception, write_status
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +176,10 @@ def reconcile_model(
 def report_model_failure(kube: Kube, raw: Obj, exc: Exception, print_: str, now: Callable[[], str]) -> ModelOutcome:
     """The exception as Downloaded=False ReconcileFailed and one Warning Event per input."""
     meta = raw["metadata"]
-    if isinstance(exc, pydantic.ValidationError):  # stored before the CRD checked it: name the field
-        path, detail = describe_validation_error(exc)
-        cond = Cond(R.DOWNLOADED, False, R.RECONCILE_FAILED, detail[:2000], path)
-    else:
-        message = f"{type(exc).__name__}: {classify(exc).message}"[:2000]
-        cond = Cond(R.DOWNLOADED, False, R.RECONCILE_FAILED, message)
+    path, detail = describe_exception(exc)  # input stored before the CRD checked it names its field
+    cond = Cond(R.DOWNLOADED, False, R.RECONCILE_FAILED, detail[:2000], path)
     if BOOK.record((raw["kind"], meta.get("namespace"), meta["name"]), print_, cond):
-        expected = isinstance(exc, ApiException | pydantic.ValidationError)
+        expected = isinstance(exc, ApiException | pydantic.ValidationError | FieldError)
         log.error("%s %s: %s", raw["kind"], meta["name"], cond_message(cond), exc_info=None if expected else exc)
         record_event(kube, raw, "Warning", R.RECONCILE_FAILED, cond_message(cond))
     facts = ModelFactsObserved(generation=meta.get("generation"), nodes=[], problem=cond)

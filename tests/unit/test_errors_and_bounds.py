@@ -237,3 +237,19 @@ def test_a_pass_looks_again_when_a_notready_node_reaches_its_grace() -> None:
     assert compute_recheck(pods, GroupState({"a": node("a")}, {}, now)) is None
     late = GroupState({"a": node("a", "False", "2025-12-31T00:00:00Z")}, {}, now)
     assert compute_recheck(pods, late) is None
+
+
+def test_a_malformed_node_affinity_names_its_field() -> None:
+    import pytest
+
+    from ome_operator.reconcile.nodes import check_node_affinity
+    from ome_operator.reconcile.status import FieldError, describe_exception
+
+    with pytest.raises(FieldError) as caught:
+        check_node_affinity({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": ["h200-014"]}})
+    path, message = describe_exception(caught.value)
+    assert path == "spec.storage.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+    check_node_affinity(
+        {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": []}]}}
+    )
+    assert describe_exception(AttributeError("x")) == ("", "AttributeError: x")
