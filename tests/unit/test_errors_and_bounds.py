@@ -247,7 +247,7 @@ def test_a_malformed_node_affinity_names_its_field() -> None:
 
     with pytest.raises(FieldError) as caught:
         check_node_affinity({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": ["h200-014"]}})
-    path, message = describe_exception(caught.value)
+    path, _ = describe_exception(caught.value)
     assert path == "spec.storage.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
     check_node_affinity(
         {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": []}]}}
