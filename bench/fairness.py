@@ -1,9 +1,9 @@
 """Fairness under a huge object: how long a neighbour takes to react while thousands of children
 of another InferenceService are being applied, and how much work a deletion leaves in flight.
 
-    .venv/bin/python -m bench.fairness --kubeconfig KUBECONFIG [--groups 400]
+    make bench-fairness                  # starts a local 16-node cluster and the operator, then stops them
+    .venv/bin/python -m bench.fairness --kubeconfig KUBECONFIG [--groups 400]   # a running setup
 
-needs a cluster with the CRDs and a running operator (e.g. `make cluster-up` and `ome-operator run`);
 tests/integration/test_reconcile_hardening.py runs the same scenario and asserts its behaviour.
 """
 
@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from devtools.cluster import LocalCluster, find_bin_dir
 from devtools.cluster_testing import ClusterHandle
+from devtools.operator import OperatorProcess, apply_crds, write_operator_kubeconfig
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "config/models/Qwen/Qwen3-0.6B.yaml"
@@ -137,15 +139,39 @@ def run_fairness(kubeconfig: Path, namespace: str, model: str, groups: int = 400
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="a cluster with CRDs and a running operator (else one is started)"
+    )
     parser.add_argument("--groups", type=int, default=400)
     parser.add_argument("--namespace", default="bench-fairness")
     args = parser.parse_args()
-    setup(args.kubeconfig, args.namespace, "bench-fairness-qwen")
+    if args.kubeconfig is not None:
+        run_on(args.kubeconfig, args.namespace, args.groups)
+        return
+    local = LocalCluster("bench-fairness", nodes=16, bin_dir=find_bin_dir())
+    local.start()
+    cluster = ClusterHandle(kubeconfig=local.kubeconfig, audit_log=local.audit_log)
+    op = None
     try:
-        figures = run_fairness(args.kubeconfig, args.namespace, "bench-fairness-qwen", args.groups)
+        apply_crds(cluster)
+        workdir = local.dir / "bench"
+        workdir.mkdir(exist_ok=True)
+        kubeconfig = write_operator_kubeconfig(cluster, workdir / "operator.kubeconfig")
+        op = OperatorProcess(kubeconfig, workdir / "operator.log", "--resync-seconds", "30").start()
+        op.wait_ready()
+        run_on(local.kubeconfig, args.namespace, args.groups)
     finally:
-        kubectl(args.kubeconfig, "delete", "namespace", args.namespace, "--wait=false")
+        if op is not None:
+            op.stop()
+        local.stop()
+
+
+def run_on(kubeconfig: Path, namespace: str, groups: int) -> None:
+    setup(kubeconfig, namespace, "bench-fairness-qwen")
+    try:
+        figures = run_fairness(kubeconfig, namespace, "bench-fairness-qwen", groups)
+    finally:
+        kubectl(kubeconfig, "delete", "namespace", namespace, "--wait=false")
     print_figures(figures)
 
 
