@@ -81,6 +81,7 @@ class Operator:
     models: set[Key] = field(default_factory=set)
     download_phases: dict[Key, dict[str, int]] = field(default_factory=dict)
     node_labels: dict[str, dict[str, str] | None] = field(default_factory=dict)
+    node_ready: dict[str, str | None] = field(default_factory=dict)  # Ready condition status; None: deleted
     progress_series: dict[Key, set[tuple[str, str]]] = field(default_factory=dict)
     states: metrics.StateBook = field(default_factory=metrics.StateBook)
     now: Callable[[], str] = utc_now
@@ -189,8 +190,25 @@ class Operator:
                 self.node_labels[meta["name"]] = labels
                 for model_key in list(self.models):
                     self.queue.add(model_key, delay=1.0)
+            self.enqueue_on_node_loss(type, obj)
         else:
             self.enqueue_owner_of(obj)
+
+    def enqueue_on_node_loss(self, type: str, node: Any) -> None:
+        """A deleted node, or one that stopped being Ready, may have taken pods of a group with it: the
+        InferenceServices look again (a pass that sees a NotReady node schedules its own second look
+        for when the grace has passed)."""
+        name = node["metadata"]["name"]
+        conditions = (node.get("status") or {}).get("conditions") or []
+        ready = (
+            None if type == "DELETED" else next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+        )
+        before = self.node_ready.get(name, "True")
+        self.node_ready[name] = ready
+        if ready == before or (ready == "True" and before is not None):
+            return
+        for key in list(self.uses):
+            self.queue.add(key, delay=1.0)
 
     def enqueue_models_of(self, key: Key, body: Any, type: str | None) -> None:
         """The model lists who uses it (condition InUse): let it see this InferenceService come and go."""

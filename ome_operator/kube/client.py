@@ -183,13 +183,29 @@ class Kube:
                 raise error
         return [f.result() for f in futures]
 
-    def delete(self, kind: str, name: str, namespace: str | None = None, propagation: str = "Background") -> bool:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+    def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        propagation: str = "Background",
+        uid: str | None = None,
+        grace_seconds: int | None = None,
+    ) -> bool:
+        """Delete; with `uid`, only that incarnation (a recreated object of the same name is left alone:
+        a 409 answers like a 404, it is already gone)."""
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         try:
             self._call("DELETE", info(kind).path(namespace, name), body=body, content_type="application/json")
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status != 404 and not (uid is not None and exc.status == 409):
                 raise
+            if exc.status == 409:
+                return False  # another incarnation lives under the name: the cache keeps it
             found = False
         else:
             found = True

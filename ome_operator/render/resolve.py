@@ -21,7 +21,7 @@ from ome_operator.api.reasons import Cond
 from ome_operator.api.runtime import AnyRuntime
 from ome_operator.api.storage_uri import PvcUri, StorageUriError, parse_storage_uri
 
-from .checks import check_components, check_engine_flags
+from .checks import check_components, check_declared_env, check_engine_flags
 from .context import IsvcContext, ModelRefResolved, Settings
 from .download import check_model_path
 from .isvc import merged_components
@@ -243,7 +243,8 @@ def resolve(isvc: InferenceService, models: list[AnyModel], runtimes: list[AnyRu
 
     ctx = IsvcContext(isvc, runtime, ModelRefResolved.of(model, settings), settings)
     components = merged_components(ctx)
-    problems = check_components(components, runtime.name, runtime.spec.decoder_config is not None)
+    problems = check_declared_env(isvc.spec.to_dict())
+    problems += check_components(components, runtime.name, runtime.spec.decoder_config is not None)
     resolved.engine_args, resolved.engine_args_findings = check_engine_flags(components)
     if problems:
         resolved.spec = _joined(problems)
