@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import getpass
 import json
 import logging
@@ -288,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
     ready = threading.Event()
     server = serve_health(args.health_listen, ready, health.problems)
     stop = threading.Event()
+    # `kill -USR1` prints every thread's stack to the log: what a wedged process is waiting on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     cache.start()
