@@ -53,6 +53,15 @@ class Request:
     authorization: str | None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the SIGKILL cases) resets its connection: expected here.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class HubFront:
     def __init__(self, upstream: str, repos: list[FixtureRepo]) -> None:
         self.upstream = upstream.rstrip("/")
@@ -63,7 +72,7 @@ class HubFront:
         self.release = threading.Event()  # lets stalled responses finish at shutdown
         self._lock = threading.Lock()
         self._egress_free_at = 0.0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
