@@ -4,9 +4,11 @@
         [--progress-configmap NAMESPACE/NAME] [--progress-interval S] [--kubeconfig PATH]
         [--node-name NAME] [--termination-log PATH] [--stall-timeout S] [--max-retries N]
         [--confine-root ROOT]
+        [--peer-address ADDR] [--peer-port N] [--peer-linger S]
 
 Environment: HF_ENDPOINT (the hub; default huggingface_hub's), HF_TOKEN (the only source of the
-token), NODE_NAME (default of --node-name), TERMINATION_MESSAGE_PATH (default of
+token), NODE_NAME (default of --node-name), POD_IP (default of --peer-address: with it, the Jobs of
+one model fetch each file from the hub once and from each other otherwise, see peer.py), TERMINATION_MESSAGE_PATH (default of
 --termination-log), KUBECONFIG (outside a pod; inside, the ServiceAccount is used).
 
 STORAGE_URI and where the model ends up:
@@ -36,7 +38,8 @@ from ome_operator.downloader.confine import ConfinementError, resolve_confined_d
 from ome_operator.downloader.kubeapi import ConfigMapPublisher, parse_configmap_ref, resolve_target
 from ome_operator.downloader.listing import ListingError
 from ome_operator.downloader.metadata import ModelFormatError
-from ome_operator.downloader.pipeline import DeliveryError, HfRequest, download_hf, validate_mounted
+from ome_operator.downloader.peer import DEFAULT_LINGER_S, DEFAULT_PEER_PORT
+from ome_operator.downloader.pipeline import DeliveryError, HfRequest, PeerSettings, download_hf, validate_mounted
 from ome_operator.downloader.progress import Progress, Reporter
 from ome_operator.downloader.report import Redactor, configure_logging, env_token, write_termination_message
 
@@ -69,6 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--confine-root",
         metavar="ROOT",
         help="refuse (exit 3) a --dest that is not strictly under ROOT or is reached through a symlink",
+    )
+    parser.add_argument(
+        "--peer-address",
+        default=os.environ.get("POD_IP") or None,
+        help="share files with the model's other Jobs, serving on this address (env POD_IP); "
+        "needs --progress-configmap and --node-name",
+    )
+    parser.add_argument("--peer-port", type=int, default=DEFAULT_PEER_PORT, help="0: any free port")
+    parser.add_argument(
+        "--peer-linger", type=float, default=DEFAULT_LINGER_S, help="longest wait serving peers after finishing"
     )
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -159,8 +172,29 @@ def _deliver(args: argparse.Namespace, token: str | None, progress: Progress) ->
         stall_timeout=args.stall_timeout,
         max_retries=args.max_retries,
         user_agent=_user_agent(),
+        peers=_peer_settings(args),
     )
     return download_hf(request, progress)
+
+
+def _peer_settings(args: argparse.Namespace) -> PeerSettings | None:
+    if not args.peer_address:
+        return None
+    if not args.progress_configmap or not args.node_name:
+        LOG.warning("peer sharing off: it needs --progress-configmap and --node-name")
+        return None
+    try:
+        namespace, name = parse_configmap_ref(args.progress_configmap)
+        target = resolve_target(args.kubeconfig)
+    except (ValueError, OSError, KeyError) as exc:
+        LOG.warning("peer sharing off: %s", exc)
+        return None
+    if target is None:
+        LOG.warning("peer sharing off: no ServiceAccount token and no kubeconfig")
+        return None
+    return PeerSettings(
+        target, namespace, name, args.node_name, args.peer_address, args.peer_port, max(0.0, args.peer_linger)
+    )
 
 
 def hub_endpoint() -> str:

@@ -16,12 +16,23 @@ import os
 import shutil
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from ome_operator.downloader.fetch import Cancelled, Fetcher, FetchFailed, FetchSettings, make_client
+from ome_operator.downloader.fetch import (
+    Cancelled,
+    Fetcher,
+    FetchFailed,
+    FetchSettings,
+    Source,
+    SourceFailed,
+    make_client,
+)
+from ome_operator.downloader.kubeapi import KubeTarget
 from ome_operator.downloader.listing import PICKLE_SUFFIXES, Listing, RemoteFile, list_repository
 from ome_operator.downloader.manifest import (
     STATE_DIR,
@@ -31,6 +42,7 @@ from ome_operator.downloader.manifest import (
     partial_path,
 )
 from ome_operator.downloader.metadata import extract_metadata, weight_files
+from ome_operator.downloader.peer import Board, CooperativeQueue, Coordinator, PeerServer
 from ome_operator.downloader.progress import Progress
 from ome_operator.downloader.report import human_bytes
 
@@ -59,6 +71,50 @@ class HfRequest:
     stall_timeout: float
     max_retries: int
     user_agent: str
+    peers: PeerSettings | None = None
+
+
+@dataclass(frozen=True)
+class PeerSettings:
+    """Sharing files with the model's other download Jobs (downloader/peer.py)."""
+
+    target: KubeTarget
+    namespace: str
+    configmap: str
+    node: str
+    address: str
+    port: int
+    linger: float
+
+
+class FileQueue(Protocol):
+    """Hands files to the workers, each with the source to fetch it from (None: the hub)."""
+
+    def take(self, cancel: threading.Event) -> tuple[RemoteFile, Source | None] | None: ...
+    def retry(self, f: RemoteFile, source_name: str) -> None: ...
+    def done(self, f: RemoteFile) -> None: ...
+    def abandon(self, f: RemoteFile) -> None: ...
+
+
+class HubQueue:
+    """Every file from the hub, in the order given."""
+
+    def __init__(self, files: list[RemoteFile]) -> None:
+        self._files = list(files)
+        self._lock = threading.Lock()
+
+    def take(self, cancel: threading.Event) -> tuple[RemoteFile, Source | None] | None:
+        with self._lock:
+            return (self._files.pop(0), None) if self._files and not cancel.is_set() else None
+
+    def retry(self, f: RemoteFile, source_name: str) -> None:
+        raise AssertionError("the hub is not a secondary source")
+
+    def done(self, f: RemoteFile) -> None:
+        pass
+
+    def abandon(self, f: RemoteFile) -> None:
+        pass
 
 
 def download_hf(req: HfRequest, progress: Progress) -> dict[str, Any]:
@@ -86,12 +142,22 @@ def download_hf(req: HfRequest, progress: Progress) -> dict[str, Any]:
         else:
             todo.append(f)
     reused = len(listing.files) - len(todo)
-    if todo:
-        LOG.info("%d files already verified (manifest); %d to verify or fetch", reused, len(todo))
-        check_free_space(req.dest, todo)
-        run_pool(req, listing.commit, todo, progress, writer)
-    else:
-        LOG.info("all %d files already verified (manifest); nothing to fetch", reused)
+    coordinator = start_peers(req, listing, todo)
+    succeeded = False
+    try:
+        if todo:
+            LOG.info("%d files already verified (manifest); %d to verify or fetch", reused, len(todo))
+            check_free_space(req.dest, todo)
+            queue: FileQueue = CooperativeQueue(coordinator, todo) if coordinator else HubQueue(todo)
+            run_pool(req, listing.commit, queue, progress, writer)
+        else:
+            LOG.info("all %d files already verified (manifest); nothing to fetch", reused)
+        succeeded = True
+    finally:
+        if coordinator is not None:
+            if succeeded:
+                progress.set_phase("Downloading", "all files verified; serving the nodes still downloading")
+            coordinator.finish(succeeded)
 
     complete_before = writer.manifest.complete and writer.manifest.commit == listing.commit
     if todo or not complete_before:
@@ -142,18 +208,56 @@ def check_free_space(dest: Path, todo: list[RemoteFile]) -> None:
         )
 
 
-def run_pool(req: HfRequest, commit: str, todo: list[RemoteFile], progress: Progress, writer: ManifestWriter) -> None:
+def start_peers(req: HfRequest, listing: Listing, todo: list[RemoteFile]) -> Coordinator | None:
+    """Join the model's other Jobs on the board, or None (no peers configured, or they cannot be)."""
+    peers = req.peers
+    if peers is None:
+        return None
+    try:
+        server = PeerServer(req.dest, listing.commit, peers.address, peers.port).start()
+    except OSError as exc:
+        LOG.warning(
+            "peer sharing off: cannot listen on %s:%d (%s); fetching from the hub", peers.address, peers.port, exc
+        )
+        return None
+    board = Board(peers.target, peers.namespace, peers.configmap)
+    # No hub token on this client: peers get only the per-peer token from the board.
+    client = make_client(None, req.stall_timeout, req.workers, req.user_agent)
+    coordinator = Coordinator(board, peers.node, server, listing.commit, client, peers.linger)
+    if not coordinator.start(listing.files, [f.path for f in listing.files if f not in todo]):
+        LOG.warning("peer sharing off: could not set up the claims in %s/%s", peers.namespace, peers.configmap)
+        coordinator.close()
+        return None
+    LOG.info("sharing files with the model's other nodes: serving on %s", server.url)
+    return coordinator
+
+
+def run_pool(req: HfRequest, commit: str, queue: FileQueue, progress: Progress, writer: ManifestWriter) -> None:
     settings = FetchSettings(req.endpoint, req.repo_id, commit, req.stall_timeout, req.max_retries)
     cancel = threading.Event()
     with make_client(req.token, req.stall_timeout, req.workers, req.user_agent) as client:
         fetcher = Fetcher(client, settings, req.dest, progress, writer, cancel)
-        with ThreadPoolExecutor(max_workers=req.workers, thread_name_prefix="fetch") as pool:
-            futures: list[Future[None]] = [
-                pool.submit(bring_into_place, f, req.dest, fetcher, progress, writer) for f in todo
-            ]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            if any(fut.exception() is not None for fut in done):
+
+        def work() -> None:
+            try:
+                while (task := queue.take(cancel)) is not None:
+                    f, source = task
+                    try:
+                        bring_into_place(f, req.dest, partial(fetcher.fetch, source=source), progress, writer)
+                    except SourceFailed as exc:
+                        LOG.warning("%s: %s; trying another source", f.path, exc)
+                        queue.retry(f, exc.source)
+                        continue
+                    except BaseException:
+                        queue.abandon(f)
+                        raise
+                    queue.done(f)
+            except BaseException:
                 cancel.set()  # the others stop at their next chunk, leaving partials to resume
+                raise
+
+        with ThreadPoolExecutor(max_workers=req.workers, thread_name_prefix="fetch") as pool:
+            futures: list[Future[None]] = [pool.submit(work) for _ in range(req.workers)]
             wait(futures)
     failures = [e for fut in futures if isinstance(e := fut.exception(), FetchFailed)]
     others = [e for fut in futures if (e := fut.exception()) is not None and not isinstance(e, FetchFailed | Cancelled)]
@@ -165,7 +269,9 @@ def run_pool(req: HfRequest, commit: str, todo: list[RemoteFile], progress: Prog
         raise DeliveryError(f"{first.path}: {first.reason}{more}", permanent=first.permanent, file=first.path)
 
 
-def bring_into_place(f: RemoteFile, dest: Path, fetcher: Fetcher, progress: Progress, writer: ManifestWriter) -> None:
+def bring_into_place(
+    f: RemoteFile, dest: Path, fetch: Callable[[RemoteFile], None], progress: Progress, writer: ManifestWriter
+) -> None:
     final = dest / f.path
     st = _stat(final)
     if st is not None:
@@ -188,7 +294,7 @@ def bring_into_place(f: RemoteFile, dest: Path, fetcher: Fetcher, progress: Prog
             LOG.warning("%s: the copy on disk has the wrong size; fetching it again", f.path)
         final.unlink()
         writer.forget(f.path)
-    fetcher.fetch(f)
+    fetch(f)
 
 
 def validate_mounted(model_dir: Path, allow_pickle: bool, progress: Progress) -> dict[str, Any]:

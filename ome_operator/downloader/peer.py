@@ -1,0 +1,534 @@
+"""One hub download for the whole fleet: the download Jobs of one model share files between nodes.
+
+Every Job serves the files it has verified from a small HTTP server on its pod IP (`PeerServer`)
+and keeps a record under its own key of the model's progress ConfigMap, `_peer.<node>` (node names
+cannot contain `_`, so no key collides with a node's progress key):
+`{url, token, commit, have: [paths], beat, done, failed}`.
+
+A file is fetched from the hub by the one node that *claims* it. Each file has a key of its own,
+`_claim.<hash of the path>`, holding `{"path", "node"}` ("node" empty while nobody holds it); a
+claim is a JSON patch that tests the key's current value and replaces it in one step, so of two
+nodes claiming a file the API server applies one and answers 422 to the other, and claims on
+different files never conflict (no object-wide resourceVersion race between 16 nodes). The keys
+are created once, by whichever node's merge patch with the ConfigMap's resourceVersion lands
+first. Every other node fetches the file from a peer that lists it in `have`, verifying the
+whole file's digest as it arrives exactly as for the hub, and falls back to another peer or to
+the hub when a peer refuses, stalls, dies or sends bad bytes. The Job's Role (get/patch/update on
+this one ConfigMap) is all it needs.
+
+Liveness without comparing clocks: each node bumps `beat` every HEARTBEAT_S; a reader that has
+not seen a node's beat change for STALE_S, and whose probe of that node's server gets no HTTP
+answer, treats it as gone: its claims may be taken over (the same test-and-replace). A holder is
+tried as a source whatever its beat: a dead one refuses the connection and the next is tried.
+
+A node that has everything keeps serving ("lingers") while another registered node still works,
+up to --peer-linger seconds: its own Job ends a little later, the fleet much sooner. The server
+requires the record's random bearer token, so only what can read the ConfigMap (the model's Jobs
+and cluster admins) can read weights from it; the hub token never goes to a peer. Size: the
+records list paths, about 16 x 40 bytes per file of the model; a 1,000-file model stays far below
+the ConfigMap limit of 1 MiB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ome_operator.downloader.fetch import Source
+from ome_operator.downloader.kubeapi import KubeTarget
+from ome_operator.downloader.listing import RemoteFile
+
+LOG = logging.getLogger("ome_operator.downloader")
+
+KEY_PREFIX = "_peer."
+CLAIM_PREFIX = "_claim."
+HEARTBEAT_S = 3.0
+# Beats can lag far behind HEARTBEAT_S on a loaded API server; a node whose beat looks stale is
+# only given up when its peer server does not answer either (a dead process refuses at once).
+STALE_S = 30.0
+PROBE_TIMEOUT_S = 2.0
+POLL_S = 0.5
+DEFAULT_PEER_PORT = 8477
+DEFAULT_LINGER_S = 600.0
+
+
+def claim_key(path: str) -> str:
+    return CLAIM_PREFIX + hashlib.sha256(path.encode()).hexdigest()[:24]
+
+
+def claim_value(path: str, node: str) -> str:
+    return json.dumps({"node": node, "path": path}, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class PeerRecord:
+    url: str
+    token: str
+    commit: str
+    have: list[str] = field(default_factory=list)
+    beat: int = 0
+    done: bool = False
+    failed: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str) -> PeerRecord | None:
+        try:
+            raw = json.loads(text)
+            return cls(
+                url=str(raw["url"]), token=str(raw["token"]), commit=str(raw["commit"]),
+                have=[str(p) for p in raw.get("have", [])], beat=int(raw.get("beat", 0)),
+                done=bool(raw.get("done")), failed=bool(raw.get("failed")),
+            )  # fmt: skip
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass
+class BoardView:
+    resource_version: str
+    records: dict[str, PeerRecord]
+    claims: dict[str, str]  # claim key -> its exact current value
+
+
+class Board:
+    """The progress ConfigMap as a shared board."""
+
+    def __init__(self, target: KubeTarget, namespace: str, name: str) -> None:
+        self._target = target
+        self._url = (
+            f"{target.server}/api/v1/namespaces/{urllib.parse.quote(namespace)}/configmaps/{urllib.parse.quote(name)}"
+        )
+        self._client = httpx.Client(verify=target.verify, timeout=10.0)
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"accept": "application/json"}
+        if content_type:
+            headers["content-type"] = content_type
+        bearer = self._target.bearer()
+        if bearer:
+            headers["authorization"] = f"Bearer {bearer}"
+        return headers
+
+    def read(self) -> BoardView | None:
+        try:
+            response = self._client.get(self._url, headers=self._headers())
+            if response.status_code != 200:
+                return None
+            obj = response.json()
+            data = obj.get("data") or {}
+            records = {}
+            for key, value in data.items():
+                if key.startswith(KEY_PREFIX) and (record := PeerRecord.parse(value)) is not None:
+                    records[key[len(KEY_PREFIX) :]] = record
+            claims = {k: v for k, v in data.items() if k.startswith(CLAIM_PREFIX)}
+            return BoardView(str(obj["metadata"]["resourceVersion"]), records, claims)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
+    def _patch(self, body: Any, content_type: str) -> int | None:
+        try:
+            response = self._client.patch(
+                self._url, content=json.dumps(body).encode(), headers=self._headers(content_type)
+            )
+        except httpx.HTTPError:
+            return None
+        return response.status_code
+
+    def write(self, node: str, record: PeerRecord) -> bool:
+        return self._patch({"data": {KEY_PREFIX + node: record.to_json()}}, "application/merge-patch+json") == 200
+
+    def create_claims(self, paths: Iterable[str], resource_version: str) -> bool:
+        """Add a free claim key per path, only if nobody wrote the ConfigMap since `resource_version`."""
+        body = {"metadata": {"resourceVersion": resource_version},
+                "data": {claim_key(p): claim_value(p, "") for p in paths}}  # fmt: skip
+        return self._patch(body, "application/merge-patch+json") == 200
+
+    def swap_claim(self, path: str, expected: str, new: str) -> bool | None:
+        """Replace the claim's value if it is still `expected`: True done, False lost, None unknown."""
+        key = claim_key(path)
+        ops = [{"op": "test", "path": f"/data/{key}", "value": expected},
+               {"op": "replace", "path": f"/data/{key}", "value": new}]  # fmt: skip
+        status = self._patch(ops, "application/json-patch+json")
+        if status == 200:
+            return True
+        if status == 422:
+            return False
+        return None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class PeerServer:
+    """Serves this node's verified files (GET/HEAD with Range) to bearers of `token`."""
+
+    def __init__(self, dest: Path, commit: str, address: str, port: int) -> None:
+        self.dest, self.commit = dest, commit
+        self.token = secrets.token_urlsafe(24)
+        self.served: set[str] = set()
+        self.bytes_served = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((address, port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="peer-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}"
+
+    def start(self) -> PeerServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def offer(self, path: str) -> None:
+        with self._lock:
+            self.served.add(path)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self.do_GET(head=True)
+
+            def do_GET(self, head: bool = False) -> None:
+                server._serve(self, head)
+
+        return Handler
+
+    def _serve(self, h: BaseHTTPRequestHandler, head: bool) -> None:
+        prefix = f"/v1/{self.commit}/"
+        if not secrets.compare_digest(h.headers.get("authorization", ""), f"Bearer {self.token}"):
+            return _plain(h, 401, "missing or wrong peer token")
+        rel = urllib.parse.unquote(h.path.split("?")[0][len(prefix) :]) if h.path.startswith(prefix) else ""
+        with self._lock:
+            offered = rel in self.served
+        if not offered:
+            return _plain(h, 404, "not verified here")
+        path = self.dest / rel
+        try:
+            src = path.open("rb")
+        except OSError:
+            return _plain(h, 404, "gone")
+        with src:
+            size = path.stat().st_size
+            start = 0
+            rng = h.headers.get("range") or ""
+            if rng.startswith("bytes=") and rng.endswith("-") and rng[6:-1].isdigit():
+                start = min(int(rng[6:-1]), size)
+            h.send_response(206 if start else 200)
+            h.send_header("content-length", str(size - start))
+            h.send_header("accept-ranges", "bytes")
+            if start:
+                h.send_header("content-range", f"bytes {start}-{size - 1}/{size}")
+            h.end_headers()
+            if head:
+                return
+            with self._lock:
+                self.requests += 1
+            h.wfile.flush()
+            try:
+                sent = h.connection.sendfile(src, start, size - start)
+            except (BrokenPipeError, ConnectionResetError):
+                h.close_connection = True
+                return
+            with self._lock:
+                self.bytes_served += sent
+
+
+def _plain(h: BaseHTTPRequestHandler, status: int, text: str) -> None:
+    body = text.encode()
+    h.send_response(status)
+    h.send_header("content-length", str(len(body)))
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(body)
+
+
+@dataclass
+class _Seen:
+    beat: int
+    changed_at: float
+
+
+class Coordinator:
+    """This node's view of the board and its side of the protocol."""
+
+    def __init__(
+        self, board: Board, node: str, server: PeerServer, commit: str, peer_client: httpx.Client, linger: float
+    ) -> None:
+        self.board, self.node, self.server, self.commit = board, node, server, commit
+        self._client = peer_client
+        self._linger = linger
+        self._lock = threading.Lock()
+        self.record = PeerRecord(url=server.url, token=server.token, commit=commit)
+        self._others: dict[str, PeerRecord] = {}
+        self._claims: dict[str, str] = {}
+        self._mine: set[str] = set()
+        self._seen: dict[str, _Seen] = {}
+        self._probed: dict[str, tuple[float, bool]] = {}
+        self._read_at = 0.0
+        self._stop = threading.Event()
+        self._beat_thread = threading.Thread(target=self._beat_loop, name="peer-beat", daemon=True)
+        self._rng = random.Random(node)
+
+    # --- the board -------------------------------------------------------------------------------
+
+    def start(self, files: list[RemoteFile], have: Iterable[str]) -> bool:
+        """Register on the board; False when the claim keys cannot be set up (then: hub only)."""
+        for path in have:
+            self.server.offer(path)
+            self.record.have.append(path)
+        paths = [f.path for f in files]
+        for _ in range(30):
+            view = self.board.read()
+            if view is not None and all(claim_key(p) in view.claims for p in paths):
+                break
+            if view is not None and self.board.create_claims(
+                [p for p in paths if claim_key(p) not in view.claims], view.resource_version
+            ):
+                break
+            time.sleep(self._rng.uniform(0.05, 0.3))  # someone wrote in between: look again
+        else:
+            return False
+        self._write()
+        self.refresh(force=True)
+        self._beat_thread.start()
+        return True
+
+    def _write(self) -> bool:
+        with self._lock:
+            record = PeerRecord(**{**self.record.__dict__, "have": list(self.record.have)})
+        return self.board.write(self.node, record)
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with self._lock:
+                self.record.beat += 1
+            self._write()
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._read_at < POLL_S:
+            return
+        view = self.board.read()
+        self._read_at = now
+        if view is None:
+            return
+        with self._lock:
+            self._claims = view.claims
+            self._others = {n: r for n, r in view.records.items() if n != self.node and r.commit == self.commit}
+            for n, r in self._others.items():
+                seen = self._seen.get(n)
+                if seen is None or seen.beat != r.beat:
+                    self._seen[n] = _Seen(r.beat, now)
+
+    def _alive(self, node: str, now: float) -> bool:
+        seen = self._seen.get(node)
+        if seen is not None and now - seen.changed_at < STALE_S:
+            return True
+        with self._lock:
+            record = self._others.get(node)
+            probed = self._probed.get(node)
+        if record is None:
+            return False
+        if probed is not None and now - probed[0] < HEARTBEAT_S:
+            return probed[1]
+        try:
+            self._client.head(record.url.rstrip("/") + "/v1/", timeout=PROBE_TIMEOUT_S)
+            answered = True  # any HTTP answer (401, 404) means the process is there
+        except httpx.HTTPError:
+            answered = False
+        with self._lock:
+            self._probed[node] = (now, answered)
+        return answered
+
+    # --- decisions -------------------------------------------------------------------------------
+
+    def peer_source(self, f: RemoteFile, exclude: set[str]) -> Source | None:
+        with self._lock:
+            holders = [
+                (n, r) for n, r in self._others.items() if f.path in r.have and n not in exclude and not r.failed
+            ]
+        if not holders:
+            return None
+        node, record = self._rng.choice(sorted(holders, key=lambda nr: nr[0]))
+        base = record.url.rstrip("/") + f"/v1/{self.commit}/"
+        return Source(
+            name=f"peer {node}",
+            client=self._client,
+            url=lambda path: base + urllib.parse.quote(path),
+            headers={"authorization": f"Bearer {record.token}"},
+            is_hub=False,
+        )
+
+    def _holder(self, f: RemoteFile) -> tuple[str, str] | None:
+        """(the claim's exact value, the node holding it), or None when the key is unknown."""
+        with self._lock:
+            value = self._claims.get(claim_key(f.path))
+        if value is None:
+            return None
+        try:
+            return value, str(json.loads(value).get("node", ""))
+        except ValueError:
+            return value, ""
+
+    def claimed_elsewhere(self, f: RemoteFile) -> bool:
+        held = self._holder(f)
+        if held is None or not held[1] or held[1] == self.node:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            record = self._others.get(held[1])
+        return record is not None and self._alive(held[1], now) and not record.failed and not record.done
+
+    def claim(self, f: RemoteFile, exclude: set[str]) -> bool:
+        """Take the hub fetch of `f`; False when another live node holds it or a usable copy exists."""
+        if self.peer_source(f, exclude) is not None or self.claimed_elsewhere(f):
+            return False
+        held = self._holder(f)
+        if held is None:
+            return False
+        won = self.board.swap_claim(f.path, held[0], claim_value(f.path, self.node))
+        if won is None:  # no answer: the board will tell on the next read whether it landed
+            self.refresh(force=True)
+            held = self._holder(f)
+            won = held is not None and held[1] == self.node
+        if not won:
+            self.refresh(force=True)
+            return False
+        with self._lock:
+            self._mine.add(f.path)
+            self._claims[claim_key(f.path)] = claim_value(f.path, self.node)
+        return True
+
+    def placed(self, f: RemoteFile) -> None:
+        self.server.offer(f.path)
+        with self._lock:
+            self._mine.discard(f.path)
+            if f.path not in self.record.have:
+                self.record.have.append(f.path)
+        self._write()
+
+    def release(self, f: RemoteFile) -> None:
+        with self._lock:
+            if f.path not in self._mine:
+                return
+            self._mine.discard(f.path)
+        self.board.swap_claim(f.path, claim_value(f.path, self.node), claim_value(f.path, ""))
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def finish(self, succeeded: bool) -> None:
+        """Publish the outcome; after a success keep serving while others still work."""
+        self._stop_beats()  # no beat may land after the outcome with an older copy of the record
+        with self._lock:
+            self.record.done, self.record.failed = succeeded, not succeeded
+            mine = sorted(self._mine)
+        for path in mine:  # a failed node hands its claims back at once instead of after STALE_S
+            self.board.swap_claim(path, claim_value(path, self.node), claim_value(path, ""))
+        self._write()
+        if succeeded:
+            self._linger_while_needed()
+        self.close()
+
+    def _stop_beats(self) -> None:
+        self._stop.set()
+        if self._beat_thread.is_alive():
+            self._beat_thread.join()
+
+    def close(self) -> None:
+        self._stop_beats()
+        self.server.stop()
+        self.board.close()
+        self._client.close()
+
+    def _linger_while_needed(self) -> None:
+        deadline = time.monotonic() + self._linger
+        waited = False
+        while time.monotonic() < deadline:
+            self.refresh(force=True)
+            now = time.monotonic()
+            with self._lock:
+                unfinished = [n for n, r in self._others.items() if not r.done and not r.failed]
+            working = [n for n in unfinished if self._alive(n, now)]
+            if not working:
+                break
+            if not waited:
+                LOG.info("serving peers while %d other node(s) still download", len(working))
+                waited = True
+            time.sleep(POLL_S)
+        LOG.info("peer server: %d requests, %d bytes served", self.server.requests, self.server.bytes_served)
+
+
+class CooperativeQueue:
+    """The files still to bring in, handed to workers in the order that saves the hub's bytes:
+    first whatever a live peer already has, then a file nobody has claimed (claimed now, for the
+    hub), and otherwise wait for the board to change. Each node starts its scan at a different
+    file, so sixteen nodes starting together claim different files instead of racing for one."""
+
+    def __init__(self, coord: Coordinator, files: list[RemoteFile]) -> None:
+        self._coord = coord
+        offset = int.from_bytes(coord.node.encode()[-4:].rjust(4, b"\0"), "big") % max(1, len(files))
+        self._pending = files[offset:] + files[:offset]
+        self._excluded: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, cancel: threading.Event) -> tuple[RemoteFile, Source | None] | None:
+        while not cancel.is_set():
+            with self._lock:
+                if not self._pending:
+                    return None
+                self._coord.refresh()
+                for f in self._pending:
+                    source = self._coord.peer_source(f, self._excluded.get(f.path, set()))
+                    if source is not None:
+                        self._pending.remove(f)
+                        return f, source
+                for f in self._pending:
+                    excluded = self._excluded.get(f.path, set())
+                    if not self._coord.claimed_elsewhere(f) and self._coord.claim(f, excluded):
+                        self._pending.remove(f)
+                        return f, None
+            cancel.wait(POLL_S)
+        return None
+
+    def retry(self, f: RemoteFile, source_name: str) -> None:
+        """`source_name` failed for `f`: never ask that peer for it again; look for another source."""
+        with self._lock:
+            self._excluded.setdefault(f.path, set()).add(source_name.removeprefix("peer "))
+            self._pending.insert(0, f)
+
+    def done(self, f: RemoteFile) -> None:
+        self._coord.placed(f)
+
+    def abandon(self, f: RemoteFile) -> None:
+        self._coord.release(f)
