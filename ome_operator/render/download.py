@@ -292,7 +292,9 @@ def check_model_path(model: AnyModel, settings: Settings, others: Sequence[AnyMo
     for other in others:
         if isinstance(other, ClusterBaseModel):
             other_host = resolve_host_path(other, model_path(other, settings))
-            if other_host is not None:
+            # A cluster model refused itself (e.g. the root as its path) claims no directory.
+            roots, namespace_dir = settings.model_roots, settings.namespace_model_dir
+            if other_host is not None and check_host_path(other, other_host, roots, namespace_dir) is None:
                 cluster_dirs[other.name] = other_host
     return check_cluster_overlap(model, host, cluster_dirs)
 

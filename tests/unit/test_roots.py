@@ -146,3 +146,10 @@ def test_a_basemodel_may_not_overlap_a_cluster_models_directory() -> None:
     assert check_model_storage(above, settings, [kimi]) is None  # a look-alike prefix is no overlap
     # The cluster model itself is never refused for a namespace's models.
     assert check_model_storage(kimi, settings, [model("/raid/models/moonshotai/k2", "moonshotai")]) is None
+
+
+def test_a_refused_cluster_model_claims_no_directory() -> None:
+    settings = Settings()
+    whole_root = model("/raid/models")  # refused itself: the root
+    assert check_model_storage(whole_root, settings) is not None
+    assert check_model_storage(model("/raid/models/team-a/m", "team-a"), settings, [whole_root]) is None
