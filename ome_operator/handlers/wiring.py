@@ -291,7 +291,6 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             # The cache's own events drive the passes; kopf says which parents are ours, and
             # the first delivery (the cache may have listed the object before kopf did) queues it.
             key = key_of(body)
-            op.activate()  # kopf delivers only while this replica acts
             if key in op.seen and type != "DELETED":
                 return
             op.queue.add(key)

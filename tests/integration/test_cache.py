@@ -49,7 +49,7 @@ def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
                 cluster.kubectl("apply", "-f", str(path))
             yield op
         finally:
-            # While the operator runs: it holds the model's finalizer (node-label cleanup).
+            # While the operator runs: its sweep removes the model's node labels at once.
             cluster.kubectl("delete", "-f", str(files.isvc), "--ignore-not-found", "--wait=false")
             cluster.kubectl("delete", "-f", str(files.runtime), "-f", str(files.model), "--ignore-not-found")
 

@@ -64,7 +64,7 @@ def operator(
         try:
             yield op
         finally:
-            # Delete while the operator still runs: it holds the models' finalizers (node-label cleanup).
+            # Delete while the operator still runs: its sweep removes the model's node labels at once.
             files = reference_files()
             cluster.kubectl("delete", "-f", str(files.isvc), "--ignore-not-found", "--wait=false")
             cluster.kubectl("delete", "-f", str(files.runtime), "-f", str(files.model), "--ignore-not-found")
