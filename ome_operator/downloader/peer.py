@@ -60,7 +60,7 @@ HEARTBEAT_S = 3.0
 # only given up when its peer server does not answer either (a dead process refuses at once).
 STALE_S = 30.0
 PROBE_TIMEOUT_S = 2.0
-POLL_S = 0.5
+POLL_S = 1.0  # 16 nodes reading a ConfigMap of some 10-50 KB: keep the API server's load small
 DEFAULT_PEER_PORT = 8477
 DEFAULT_LINGER_S = 600.0
 
