@@ -76,7 +76,7 @@ bench: install cluster-bins
 bench-scale: install cluster-bins
 	$(BIN)/python -m bench.scale
 
-bench-download: install
+bench-download: install cluster-bins
 	$(BIN)/python -m bench.download
 
 clean:
