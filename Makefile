@@ -79,7 +79,7 @@ bench-scale: install cluster-bins
 bench-fairness: install cluster-bins
 	$(BIN)/python -m bench.fairness
 
-bench-download: install
+bench-download: install cluster-bins
 	$(BIN)/python -m bench.download
 
 clean:

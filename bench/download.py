@@ -1,6 +1,17 @@
 """Download benchmark: `ome-operator download` (verifying every file) against huggingface_hub.
 
     python -m bench.download [--size-gib 1] [--shards 8] [--workers 8] [--keep]
+        [--fleet-nodes 16] [--fleet-size-gib 0.1] [--hub-egress-mib 0,20]
+
+Part 2, the fleet: N download processes at once, one per node, all from the same hub front,
+which counts the file bytes it sends (hub egress): (c) `ome-operator download` per node, alone;
+(d) the same with peer sharing (each Job serves the others what it has verified; coordination
+through the model's progress ConfigMap on a real local API server, started here); (e) `hf
+download` per node. Printed per case: hub egress as a multiple of the model's size, per-node time
+(min/median/max, launch to exit, which is when a Job's node is Ready) and fleet time (the last
+node). The fleet runs once per `--hub-egress-mib` value, a cap on the hub's total send rate as a
+real hub link or a shared NAT imposes; uncapped (0), loopback and a shared CPU make every case
+CPU-bound here, and there sharing can only add work.
 
 Generates a repository of --size-gib GiB in --shards safetensors shards, serves it from the local
 hub (olah, offline, 127.0.0.1), and times, each into an empty directory and in a fresh process:
@@ -131,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8, help="parallel files for both clients")
     parser.add_argument("--repeat", type=int, default=2, help="runs per client; the best is compared")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--fleet-nodes", type=int, default=16, help="nodes in the fleet part (0: skip it)")
+    parser.add_argument("--fleet-size-gib", type=float, default=0.1, help="model size in the fleet part")
+    parser.add_argument(
+        "--hub-egress-mib", default="0,20", help="caps on the hub's total MiB/s to run the fleet under (0: none)"
+    )
     args = parser.parse_args(argv)
 
     bin_dir = Path(sys.executable).parent
@@ -163,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         sha = sha256_throughput()
         print(f"sha256, one core (hashlib, 1 MiB updates): {sha / mib:.0f} MiB/s "
               f"-> verifying {total / (1 << 30):.2f} GiB costs {total / sha:.2f} s of one core")  # fmt: skip
+        if args.fleet_nodes:
+            from bench.download_fleet import run_fleet
+
+            caps = [float(c) for c in args.hub_egress_mib.split(",") if c.strip()]
+            run_fleet(root, bin_dir, args.fleet_nodes, args.fleet_size_gib, args.shards, args.workers, caps)
         return 0
     finally:
         if args.keep:

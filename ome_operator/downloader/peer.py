@@ -60,7 +60,7 @@ HEARTBEAT_S = 3.0
 # only given up when its peer server does not answer either (a dead process refuses at once).
 STALE_S = 30.0
 PROBE_TIMEOUT_S = 2.0
-POLL_S = 0.5
+POLL_S = 1.0  # 16 nodes reading a ConfigMap of some 10-50 KB: keep the API server's load small
 DEFAULT_PEER_PORT = 8477
 DEFAULT_LINGER_S = 600.0
 
@@ -296,6 +296,7 @@ class Coordinator:
         self._seen: dict[str, _Seen] = {}
         self._probed: dict[str, tuple[float, bool]] = {}
         self._read_at = 0.0
+        self._total_files = 0
         self._stop = threading.Event()
         self._beat_thread = threading.Thread(target=self._beat_loop, name="peer-beat", daemon=True)
         self._rng = random.Random(node)
@@ -308,6 +309,7 @@ class Coordinator:
             self.server.offer(path)
             self.record.have.append(path)
         paths = [f.path for f in files]
+        self._total_files = len(paths)
         for _ in range(30):
             view = self.board.read()
             if view is not None and all(claim_key(p) in view.claims for p in paths):
@@ -329,7 +331,17 @@ class Coordinator:
             record = PeerRecord(**{**self.record.__dict__, "have": list(self.record.have)})
         return self.board.write(self.node, record)
 
+    def _write_surely(self) -> None:
+        """For the outcome: a lost or reordered write would leave others waiting for this node."""
+        for attempt in range(5):
+            if self._write():
+                return
+            time.sleep(0.5 * 2**attempt)
+        LOG.warning("peer record: could not publish the outcome; others will see this node go quiet")
+
     def _beat_loop(self) -> None:
+        # Every beat writes the whole record, so a write that an older one overtook (the threads
+        # share one connection pool) is corrected within a beat.
         while not self._stop.wait(HEARTBEAT_S):
             with self._lock:
                 self.record.beat += 1
@@ -448,16 +460,17 @@ class Coordinator:
     # --- the end ---------------------------------------------------------------------------------
 
     def finish(self, succeeded: bool) -> None:
-        """Publish the outcome; after a success keep serving while others still work."""
-        self._stop_beats()  # no beat may land after the outcome with an older copy of the record
+        """Publish the outcome; after a success keep serving (and beating) while others still work."""
         with self._lock:
             self.record.done, self.record.failed = succeeded, not succeeded
             mine = sorted(self._mine)
         for path in mine:  # a failed node hands its claims back at once instead of after STALE_S
             self.board.swap_claim(path, claim_value(path, self.node), claim_value(path, ""))
-        self._write()
+        self._write_surely()
         if succeeded:
             self._linger_while_needed()
+        self._stop_beats()
+        self._write_surely()  # the last word, after any beat that might overtake it
         self.close()
 
     def _stop_beats(self) -> None:
@@ -478,7 +491,10 @@ class Coordinator:
             self.refresh(force=True)
             now = time.monotonic()
             with self._lock:
-                unfinished = [n for n, r in self._others.items() if not r.done and not r.failed]
+                unfinished = [
+                    n for n, r in self._others.items()
+                    if not r.done and not r.failed and len(set(r.have)) < self._total_files
+                ]  # fmt: skip
             working = [n for n in unfinished if self._alive(n, now)]
             if not working:
                 break

@@ -33,6 +33,9 @@ DOWNLOAD_USER = 65532
 # `ome-operator download` exits 3 when retrying cannot help (bad URI, no access, refused format).
 EXIT_PERMANENT = 3
 PVC_MOUNT = "/mnt/pvc"
+# The download Jobs of one model serve each other the files they have verified (downloader/peer.py),
+# so the hub sends each file once for the whole fleet; the same default as `--peer-port`.
+PEER_PORT = 8477
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,10 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
     if mctx.model.spec.allow_pickle:
         args.append("--allow-pickle")
     env: list[Obj] = []
+    if not in_place:
+        # The peer server listens on, and is advertised at, the pod's own IP.
+        env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+        args.extend(["--peer-port", str(PEER_PORT)])
     if settings.hf_endpoint:
         env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
     env.extend(_token_env(mctx))
@@ -199,6 +206,7 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "image": settings.image,
         "args": args,
         **({"env": env} if env else {}),
+        **({"ports": [{"name": "peer", "containerPort": PEER_PORT, "protocol": "TCP"}]} if not in_place else {}),
         "volumeMounts": [
             {"name": "models", "mountPath": dest, **({"readOnly": True} if in_place else {})},
             {"name": "tmp", "mountPath": "/tmp"},
