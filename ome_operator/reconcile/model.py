@@ -110,6 +110,15 @@ def compute_metadata(summary: Obj) -> Obj:
     return {k: v for k, v in mapping.items() if v is not None}
 
 
+def compute_failure_message(summary: Obj | None, job_message: str) -> str:
+    """The downloader's own error (from its termination message) first, then the Job's verdict."""
+    error = (summary or {}).get("error")
+    if not isinstance(error, str) or not error:
+        return job_message
+    kind = "permanent" if (summary or {}).get("permanent") else "retries exhausted"
+    return f"{error} ({kind}; {job_message})" if job_message else error
+
+
 def list_referencing_services(kube: Kube, model: AnyModel) -> list[str]:
     namespace = None if isinstance(model, ClusterBaseModel) else model.namespace
     result = []
@@ -202,6 +211,8 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
         if phase == "Succeeded" and metadata is None and job is not None:
             summary = read_termination_summary(pods, job["metadata"]["name"])
             metadata = compute_metadata(summary) if summary else None
+        if phase == "Failed" and job is not None:
+            message = compute_failure_message(read_termination_summary(pods, job["metadata"]["name"]), message)
         downloads.append(NodeDownload(node, phase, message, progress))
 
     label = ready_label(model)
