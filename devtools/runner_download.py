@@ -6,8 +6,9 @@ A download pod's container is `ome-operator download ...` (the operator's image,
 - **volumes mapped into a per-node directory** of the cluster's state dir: a hostPath `/raid/x` of
   a pod on node N is `<cluster>/nodes/N/root/raid/x` (node_host_path), created for
   `DirectoryOrCreate` and required for `Directory`, as the kubelet does; an emptyDir is
-  `<pod workdir>/volumes/<name>`. Other volume kinds are refused (the pod does not start, and the
-  runner's log says why).
+  `<pod workdir>/volumes/<name>`; the API-access volume (the projected ServiceAccount token the
+  API server adds) is not mounted, since the process gets its token through KUBECONFIG. Other
+  volume kinds are refused (the pod does not start, and the runner's log says why).
 - **container paths rewritten by prefix**: every command-line word and every environment value
   that is a mount path, or lies under one, is rewritten to the mapped directory (longest mount
   first; `--flag=/path` too). This is the one translation: the downloader itself runs unchanged
@@ -107,6 +108,8 @@ def resolve_mounts(
         elif "emptyDir" in volume:
             local = workdir / "volumes" / vm["name"]
             local.mkdir(parents=True, exist_ok=True)
+        elif _is_api_access(volume):
+            continue  # the ServiceAccount token volume: the pod's API access is its KUBECONFIG instead
         else:
             kinds = sorted(k for k in volume if k != "name")
             raise MountError(f"volume {vm['name']!r} ({', '.join(kinds)}) is not supported by the local runner")
@@ -116,6 +119,11 @@ def resolve_mounts(
         mounts.append(Mount(posixpath.normpath(str(vm["mountPath"])), local))
     # Longest first: /raid/models/x must win over /raid for paths under both.
     return sorted(mounts, key=lambda m: len(m.container_path), reverse=True)
+
+
+def _is_api_access(volume: Mapping[str, Any]) -> bool:
+    sources = (volume.get("projected") or {}).get("sources") or []
+    return any("serviceAccountToken" in src for src in sources)
 
 
 def rewrite_path(word: str, mounts: Sequence[Mount]) -> str:
