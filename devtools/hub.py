@@ -149,6 +149,23 @@ def build_cluster_repos(mirrors: Path, catalog: Path = CATALOG) -> dict[str, str
     return commits
 
 
+def served_digests(repo_dir: Path) -> dict[str, str]:
+    """path -> sha256 of every file the hub serves for the repository at `repo_dir` (LFS objects by
+    their pointer's oid, other files by their bytes), read from the git working tree."""
+    import hashlib
+
+    out = {}
+    for path in sorted(p for p in repo_dir.rglob("*") if p.is_file() and ".git" not in p.relative_to(repo_dir).parts):
+        data = path.read_bytes()
+        head = data[:200]
+        if head.startswith(b"version https://git-lfs.github.com/spec/v1"):
+            oid = next(line for line in data.decode().splitlines() if line.startswith("oid sha256:"))
+            out[str(path.relative_to(repo_dir))] = oid.removeprefix("oid sha256:")
+        else:
+            out[str(path.relative_to(repo_dir))] = hashlib.sha256(data).hexdigest()
+    return out
+
+
 def up() -> int:
     from devtools.fixtures import build_repo
 
