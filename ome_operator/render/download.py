@@ -24,6 +24,7 @@ DOWNLOAD_USER = 65532
 # `ome-operator download` exits 3 when retrying cannot help (bad URI, no access, refused format).
 EXIT_PERMANENT = 3
 PVC_MOUNT = "/mnt/pvc"
+ATTEMPT_ANNOTATION = "ome.io/download-attempt"
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,13 @@ def download_source(mctx: ModelContext) -> str:
     return f"{mctx.storage.storage_uri}|{model_path(mctx.model, mctx.settings)}"
 
 
-def render_download_job(mctx: ModelContext, node: str) -> Obj:
+def download_job_name(mctx: ModelContext, node: str, attempt: int = 1) -> str:
+    """Attempt k > 1 (a Job recreated after using up its retries) gets a name of its own."""
+    source = download_source(mctx) + (f"#attempt-{attempt}" if attempt > 1 else "")
+    return names.download_job_name(mctx.model.name, node, source)
+
+
+def render_download_job(mctx: ModelContext, node: str, attempt: int = 1) -> Obj:
     settings = mctx.settings
     storage = mctx.storage
     uri = parse_storage_uri(storage.storage_uri)
@@ -220,8 +227,8 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **mctx.metadata(names.download_job_name(mctx.model.name, node, download_source(mctx)), node_labels),
-            "annotations": {"ome.io/node": node},
+            **mctx.metadata(download_job_name(mctx, node, attempt), node_labels),
+            "annotations": {"ome.io/node": node, **({ATTEMPT_ANNOTATION: str(attempt)} if attempt > 1 else {})},
         },
         "spec": {
             "backoffLimit": settings.download_backoff_limit,
@@ -254,12 +261,16 @@ def check_model_storage(model: AnyModel) -> str | None:
     return None
 
 
-def render_model(model: AnyModel, nodes: list[str], settings: Settings) -> list[Obj]:
-    """Everything a model needs on the cluster: progress access, then one Job per target node.
+def render_model(
+    model: AnyModel, nodes: list[str], settings: Settings, attempts: dict[str, int] | None = None
+) -> list[Obj]:
+    """Everything a model needs on the cluster: progress access, then one Job per target node
+    (`attempts`: the attempt each node's Job is at, 1 when not given).
 
     A model whose storage cannot be used (check_model_storage) gets nothing.
     """
     if check_model_storage(model) is not None:
         return []
     mctx = ModelContext(model, settings)
-    return [*render_download_access(mctx), *(render_download_job(mctx, node) for node in sorted(nodes))]
+    jobs = [render_download_job(mctx, node, (attempts or {}).get(node, 1)) for node in sorted(nodes)]
+    return [*render_download_access(mctx), *jobs]

@@ -75,7 +75,9 @@ def test_a_download_job_moves_real_bytes_and_reports_the_metadata(cluster: Clust
         terminated = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
         assert terminated["exitCode"] == 0
         summary = json.loads(terminated["message"])
-        assert summary["node"] == NODE and summary["bytes"] == sum(f.stat().st_size for f in on_node.iterdir() if f.is_file())
+        assert summary["node"] == NODE and summary["bytes"] == sum(
+            f.stat().st_size for f in on_node.iterdir() if f.is_file()
+        )
         # The node's copy is what the hub serves, byte for byte.
         digest = hashlib.sha256(shards[0].read_bytes()).hexdigest()
         served = Path(cluster.kubeconfig.parent / "hub" / "mirrors" / "models" / "moonshotai" / "Kimi-K2-Instruct")
