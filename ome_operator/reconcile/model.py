@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ome_operator.api import BaseModel, ClusterBaseModel
+from ome_operator.api import ClusterBaseModel
 from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
 from ome_operator.api.reasons import Cond
@@ -22,28 +22,22 @@ from ome_operator.kube.resources import MODEL_CHILD_KINDS
 from ome_operator.render import names
 from ome_operator.render.context import Settings
 from ome_operator.render.download import (
-    ATTEMPT_ANNOTATION,
-    COMPONENT,
     ModelContext,
     check_model_storage,
-    download_job_name,
     render_model,
 )
 from ome_operator.status.model import ModelFactsObserved, NodeDownload, compute_model_status
 
 from .children import apply_children, list_children
-from .download_policy import (
-    NodeQueue,
-    RetryPlan,
-    compute_demanded_labels,
-    compute_node_queues,
-    compute_retry_message,
-    failed_condition,
-    may_start,
-    parse_time,
-    resolve_retry_plan,
+from .download_policy import compute_retry_message, parse_time
+from .model_downloads import (
+    parse_model,
+    read_termination_summary,
+    resolve_held_nodes,
+    resolve_retry_plans,
+    resolve_reuse_sources,
 )
-from .nodes import apply_node_labels, node_matches, resolve_target_nodes
+from .nodes import apply_node_labels, resolve_target_nodes
 from .status import describe_api_error, write_status
 
 log = logging.getLogger(__name__)
@@ -59,12 +53,6 @@ class ModelOutcome:
 
 Obj = dict[str, Any]
 STATUS_ATTEMPTS = 3
-
-
-def parse_model(raw: Obj) -> AnyModel:
-    if raw["kind"] == "ClusterBaseModel":
-        return ClusterBaseModel.model_validate(raw)
-    return BaseModel.model_validate(raw)
 
 
 def ready_label(model: AnyModel) -> str:
@@ -86,24 +74,6 @@ def job_phase(job: Obj | None) -> tuple[str, str]:
     if status.get("active"):
         return "Running", ""
     return "Pending", ""
-
-
-def read_termination_summary(pods: list[Obj], job_name: str) -> Obj | None:
-    """The JSON summary the downloader leaves as its container's termination message."""
-    for pod in pods:
-        if (pod["metadata"].get("labels") or {}).get("job-name") != job_name:
-            continue
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
-            if not message:
-                continue
-            try:
-                summary = json.loads(message)
-            except ValueError:
-                continue
-            if isinstance(summary, dict):
-                return summary
-    return None
 
 
 def compute_metadata(summary: Obj) -> Obj:
@@ -199,10 +169,11 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
     existing = list_children(kube, MODEL_CHILD_KINDS, mctx.namespace, selector)
     pods = kube.list("Pod", mctx.namespace, selector) if any(o["kind"] == "Job" for o in existing) else []
     clock = parse_time(now())
-    plans = resolve_retry_plans(mctx, targets, existing, pods, clock)
+    reuse = resolve_reuse_sources(kube, mctx, targets, existing)
+    plans = resolve_retry_plans(mctx, targets, existing, pods, clock, reuse)
     held = resolve_held_nodes(kube, mctx, [n for n in targets if n not in plans], this_label)
     attempts = {n: p.attempt for n, p in plans.items()}
-    desired = render_model(model, [n for n in targets if n not in held], settings, attempts)
+    desired = render_model(model, [n for n in targets if n not in held], settings, attempts, reuse)
     try:
         result = apply_children(kube, desired, existing, model.metadata.uid or "")
     except ApiException as exc:
@@ -274,73 +245,6 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
         phases[download.phase] = phases.get(download.phase, 0) + 1
     progress_by_node = {d.node: d.progress for d in downloads if d.progress}
     return ModelOutcome(str(status.get("state")), phases, mctx.labels()[names.LABEL_MODEL], progress_by_node)
-
-
-def resolve_retry_plans(
-    mctx: ModelContext, targets: list[str], existing: list[Obj], pods: list[Obj], clock: Any
-) -> dict[str, RetryPlan]:
-    """Per target node that has Jobs of the current source: the attempt its Job should be at."""
-    by_node: dict[str, dict[int, Obj]] = {}
-    for obj in existing:
-        if obj["kind"] != "Job":
-            continue
-        annotations = obj["metadata"].get("annotations") or {}
-        node = annotations.get("ome.io/node", "")
-        attempt = int(annotations.get(ATTEMPT_ANNOTATION) or 1)
-        if node in targets and obj["metadata"]["name"] == download_job_name(mctx, node, attempt):
-            by_node.setdefault(node, {})[attempt] = obj
-    plans = {}
-    for node, jobs in by_node.items():
-        latest = jobs[max(jobs)]
-        summary = read_termination_summary(pods, latest["metadata"]["name"]) if failed_condition(latest) else None
-        permanent = bool(summary and summary.get("permanent"))
-        plans[node] = resolve_retry_plan(jobs, permanent, clock, mctx.settings.download_retry_base_seconds)
-    return plans
-
-
-def resolve_held_nodes(kube: Kube, mctx: ModelContext, fresh: list[str], this_label: str) -> dict[str, str]:
-    """Nodes where this model's first Job must wait (node -> why): the node's download slots are taken,
-    or serving demand goes first (download_policy)."""
-    if not fresh:
-        return {}
-    demanded = compute_demanded_labels(kube.list("InferenceService"))
-    jobs = kube.list("Job", None, f"app.kubernetes.io/component={COMPONENT}")
-    have = {
-        (
-            (j["metadata"].get("labels") or {}).get(names.LABEL_MODEL),
-            (j["metadata"].get("annotations") or {}).get("ome.io/node"),
-        )
-        for j in jobs
-    }
-    nodes = kube.list("Node")
-    waiting: dict[str, set[str]] = {}
-    for kind in ("ClusterBaseModel", "BaseModel"):
-        for raw in kube.list(kind):
-            try:
-                other = parse_model(raw)
-            except ValueError:
-                continue  # reported on its own status
-            label = ModelContext(other, mctx.settings).labels()[names.LABEL_MODEL]
-            if label not in demanded or label == this_label or raw["metadata"].get("deletionTimestamp"):
-                continue
-            if check_model_storage(other) is not None:
-                continue
-            for node_obj in nodes:
-                node_name = node_obj["metadata"]["name"]
-                if (label, node_name) not in have and node_matches(other, node_obj):
-                    waiting.setdefault(node_name, set()).add(label)
-    queues = compute_node_queues(jobs, demanded, waiting, this_label)
-    slots = mctx.settings.download_slots_per_node
-    held = {}
-    for node in fresh:
-        queue = queues.get(node, NodeQueue())
-        if not may_start(queue, this_label in demanded, slots):
-            busy = queue.active_demanded + queue.active_other
-            held[node] = (
-                f"queued: {busy} download Job(s) of other models run on this node (at most {slots} at once)"
-                + ("; models an InferenceService waits for go first" if queue.demanded_waiting or busy else "")
-            )
-    return held
 
 
 def cleanup_model(kube: Kube, kind: str, namespace: str | None, name: str) -> None:

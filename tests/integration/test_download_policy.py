@@ -2,11 +2,14 @@
 - a Job whose pod dies (its process killed: a retryable failure) and that has no retries left is
   recreated as attempt 2 after the exponential delay, with a DownloadRetryScheduled condition first;
 - with one download slot per node, a model no InferenceService serves waits while a served model's
-  download runs on the node, and starts when it is done.
+  download runs on the node, and starts when it is done;
+- downloadPolicy ReuseIfExists takes identical files from another model's copy on the node (hard
+  links, each verified; no byte from the hub), and AlwaysDownload fetches them again.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -18,6 +21,7 @@ import pytest
 
 from devtools.cluster_testing import ClusterHandle, wait_for
 from devtools.operator import OperatorProcess, apply_crds, write_operator_kubeconfig
+from devtools.runner_download import node_host_path
 
 from .operator_env import condition, kjson, running_operator
 from .test_status_conditions import apply
@@ -141,4 +145,56 @@ def test_a_served_models_download_goes_first_on_a_busy_node(cluster: ClusterHand
     finally:
         cluster.kubectl("delete", "inferenceservice", "wants-served", "-n", "ome", "--ignore-not-found")
         for name in ("policy-served", "policy-idle"):
+            cluster.kubectl("delete", "clusterbasemodel", name, "--ignore-not-found", "--timeout=60s")
+
+
+def summary_of(cluster: ClusterHandle, name: str) -> dict[str, Any]:
+    pods = kjson(cluster, "get", "pods", "-n", "ome", "-l", f"ome.io/model=cluster.{name}")["items"]
+    done = [p for p in pods if p["status"].get("phase") == "Succeeded"]
+    assert len(done) == 1, [p["status"].get("phase") for p in pods]
+    found: dict[str, Any] = json.loads(done[0]["status"]["containerStatuses"][0]["state"]["terminated"]["message"])
+    return found
+
+
+def test_reuse_if_exists_takes_identical_files_from_another_models_copy(
+    cluster: ClusterHandle, operator: object
+) -> None:
+    first, second, third = "policy-first", "policy-reuse", "policy-always"
+    run = f"{os.getpid()}-{int(time.time())}"  # fresh directories: a reused cluster keeps its node files
+    paths = {n: f"/raid/models/test-policy/{run}/{n}" for n in (first, second, third)}
+    apply(cluster, model(first, paths[first]))
+    try:
+
+        def ready(name: str) -> Any:
+            return lambda: (kjson(cluster, "get", "clusterbasemodel", name).get("status") or {}).get("state") == "Ready"
+
+        wait_for(ready(first), timeout=120, what="the first copy Ready")
+        reusing = model(second, paths[second])
+        reusing["spec"]["storage"]["downloadPolicy"] = "ReuseIfExists"
+        always = model(third, paths[third])
+        always["spec"]["storage"]["downloadPolicy"] = "AlwaysDownload"
+        apply(cluster, reusing, always)
+        wait_for(ready(second), timeout=120, what="the reusing model Ready")
+        wait_for(ready(third), timeout=120, what="the AlwaysDownload model Ready")
+
+        root = cluster.kubeconfig.parent
+        reused = summary_of(cluster, second)
+        # /mnt/reuse in the pod; on this stand-in node, the first model's directory (runner's mapping).
+        assert reused["reusedFrom"] == str(node_host_path(root, NODE, paths[first]))
+        assert reused["filesSeeded"] == reused["files"], reused
+        assert reused["bytesTransferred"] == 0, reused  # every byte came from the node, none from the hub
+        assert reused["bytesHashed"] == reused["bytes"], reused  # and every byte was verified
+        fetched = summary_of(cluster, third)
+        assert "reusedFrom" not in fetched and fetched["bytesTransferred"] == fetched["bytes"], fetched
+        a = node_host_path(root, NODE, paths[first]) / "config.json"
+        b = node_host_path(root, NODE, paths[second]) / "config.json"
+        c = node_host_path(root, NODE, paths[third]) / "config.json"
+        assert a.stat().st_ino == b.stat().st_ino != c.stat().st_ino  # shared, not a second copy
+        job = jobs_of(cluster, second)[0]["spec"]["template"]["spec"]
+        reuse_volume = next(v for v in job["volumes"] if v["name"] == "reuse")
+        assert reuse_volume["hostPath"] == {"path": paths[first], "type": "Directory"}
+        mount = next(m for m in job["containers"][0]["volumeMounts"] if m["name"] == "reuse")
+        assert mount["readOnly"] is True
+    finally:
+        for name in (third, second, first):
             cluster.kubectl("delete", "clusterbasemodel", name, "--ignore-not-found", "--timeout=60s")
