@@ -77,3 +77,33 @@ def test_node_queues_count_other_models_active_jobs() -> None:
     assert queues["n1"] == NodeQueue(active_demanded=1, active_other=1, demanded_waiting=False)
     assert queues["n2"] == NodeQueue(demanded_waiting=True)
     assert queues["n3"] == NodeQueue()  # only this model waits there
+
+
+def test_a_recreated_or_reusing_job_is_a_job_of_its_own() -> None:
+    from ome_operator.api import ClusterBaseModel
+    from ome_operator.render.context import Settings
+    from ome_operator.render.download import reuse_source_of
+
+    model = ClusterBaseModel.model_validate(
+        {
+            "apiVersion": "ome.io/v1beta1",
+            "kind": "ClusterBaseModel",
+            "metadata": {"name": "m", "uid": "u"},
+            "spec": {"storage": {"storageUri": "hf://org/repo", "path": "/raid/m", "downloadPolicy": "ReuseIfExists"}},
+        }
+    )
+    from ome_operator.render.download import render_model
+
+    def job(**kw: Any) -> dict[str, Any]:
+        return next(o for o in render_model(model, ["n"], Settings(), **kw) if o["kind"] == "Job")
+
+    first, second = job(), job(attempts={"n": 2})
+    reusing = job(reuse={"n": "/raid/other"})
+    assert len({first["metadata"]["name"], second["metadata"]["name"], reusing["metadata"]["name"]}) == 3
+    assert "ome.io/download-attempt" not in first["metadata"]["annotations"]
+    assert second["metadata"]["annotations"]["ome.io/download-attempt"] == "2"
+    pod = reusing["spec"]["template"]["spec"]
+    assert {"name": "reuse", "hostPath": {"path": "/raid/other", "type": "Directory"}} in pod["volumes"]
+    assert {"name": "reuse", "mountPath": "/mnt/reuse", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    assert pod["containers"][0]["args"][-2:] == ["--reuse-from", "/mnt/reuse"]
+    assert reuse_source_of(reusing) == "/raid/other" and reuse_source_of(first) is None
