@@ -169,9 +169,21 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
     existing = list_children(kube, MODEL_CHILD_KINDS, mctx.namespace, selector)
     pods = kube.list("Pod", mctx.namespace, selector) if any(o["kind"] == "Job" for o in existing) else []
     clock = parse_time(now())
-    reuse = resolve_reuse_sources(kube, mctx, targets, existing)
+    try:
+        reuse = resolve_reuse_sources(kube, mctx, targets, existing)
+    except ApiException as exc:  # e.g. no right to list models cluster-wide: download, do not reuse
+        if exc.status is None or exc.status >= 500:
+            raise
+        log.debug("model %s: no reuse candidates (%s)", name, exc.status)
+        reuse = {}
     plans = resolve_retry_plans(mctx, targets, existing, pods, clock, reuse)
-    held = resolve_held_nodes(kube, mctx, [n for n in targets if n not in plans], this_label)
+    try:
+        held = resolve_held_nodes(kube, mctx, [n for n in targets if n not in plans], this_label)
+    except ApiException as exc:  # without a cluster-wide view there is no queue to wait in
+        if exc.status is None or exc.status >= 500:
+            raise
+        log.debug("model %s: download priority not applied (%s)", name, exc.status)
+        held = {}
     attempts = {n: p.attempt for n, p in plans.items()}
     desired = render_model(model, [n for n in targets if n not in held], settings, attempts, reuse)
     try:
