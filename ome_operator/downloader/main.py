@@ -42,6 +42,7 @@ from ome_operator.downloader.peer import DEFAULT_LINGER_S, DEFAULT_PEER_PORT
 from ome_operator.downloader.pipeline import DeliveryError, HfRequest, PeerSettings, download_hf, validate_mounted
 from ome_operator.downloader.progress import Progress, Reporter
 from ome_operator.downloader.report import Redactor, configure_logging, env_token, write_termination_message
+from ome_operator.downloader.reuse import seed_from
 
 LOG = logging.getLogger("ome_operator.downloader")
 
@@ -82,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer-port", type=int, default=DEFAULT_PEER_PORT, help="0: any free port")
     parser.add_argument(
         "--peer-linger", type=float, default=DEFAULT_LINGER_S, help="longest wait serving peers after finishing"
+    )
+    parser.add_argument(
+        "--reuse-from",
+        type=Path,
+        help="hf: another model's verified copy on this node; identical files are linked, not fetched",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -174,7 +180,12 @@ def _deliver(args: argparse.Namespace, token: str | None, progress: Progress) ->
         user_agent=_user_agent(),
         peers=_peer_settings(args),
     )
-    return download_hf(request, progress)
+    if args.reuse_from is None:
+        return download_hf(request, progress)
+    seeded = seed_from(args.reuse_from, args.dest, uri.repo_id)
+    result = download_hf(request, progress)
+    # Seeded files that verified count as reused; the rest were fetched again.
+    return {**result, "reusedFrom": str(args.reuse_from), "filesSeeded": seeded.files, "bytesSeeded": seeded.bytes}
 
 
 def _peer_settings(args: argparse.Namespace) -> PeerSettings | None:

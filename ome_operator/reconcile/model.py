@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic
 
-from ome_operator.api import BaseModel, ClusterBaseModel
+from ome_operator.api import ClusterBaseModel
 from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
 from ome_operator.api.reasons import Cond
@@ -24,12 +24,24 @@ from ome_operator.kube.errors import is_permanent, is_transient
 from ome_operator.kube.resources import MODEL_CHILD_KINDS
 from ome_operator.render import names
 from ome_operator.render.context import Settings
-from ome_operator.render.download import ModelContext, check_model_storage, render_model
+from ome_operator.render.download import (
+    ModelContext,
+    check_model_storage,
+    render_model,
+)
 from ome_operator.status.conditions import cond_message
 from ome_operator.status.model import ModelFactsObserved, NodeDownload, compute_model_status
 
 from .children import apply_children, list_children
+from .download_policy import compute_retry_message, parse_time
 from .events import record_event
+from .model_downloads import (
+    parse_model,
+    read_termination_summary,
+    resolve_held_nodes,
+    resolve_retry_plans,
+    resolve_reuse_sources,
+)
 from .nodes import apply_node_labels, resolve_target_nodes
 from .refusals import BOOK, fingerprint_of
 from .status import FieldError, describe_api_error, describe_exception, write_status
@@ -47,12 +59,6 @@ class ModelOutcome:
 
 Obj = dict[str, Any]
 STATUS_ATTEMPTS = 3
-
-
-def parse_model(raw: Obj) -> AnyModel:
-    if raw["kind"] == "ClusterBaseModel":
-        return ClusterBaseModel.model_validate(raw)
-    return BaseModel.model_validate(raw)
 
 
 def ready_label(model: AnyModel) -> str:
@@ -76,24 +82,6 @@ def job_phase(job: Obj | None) -> tuple[str, str]:
     return "Pending", ""
 
 
-def read_termination_summary(pods: list[Obj], job_name: str) -> Obj | None:
-    """The JSON summary the downloader leaves as its container's termination message."""
-    for pod in pods:
-        if (pod["metadata"].get("labels") or {}).get("job-name") != job_name:
-            continue
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
-            if not message:
-                continue
-            try:
-                summary = json.loads(message)
-            except ValueError:
-                continue
-            if isinstance(summary, dict):
-                return summary
-    return None
-
-
 def compute_metadata(summary: Obj) -> Obj:
     """Map the downloader's summary onto status.metadata (only facts, never credentials)."""
     found = summary.get("metadata")
@@ -114,6 +102,15 @@ def compute_metadata(summary: Obj) -> Obj:
         "files": summary.get("files"),
     }
     return {k: v for k, v in mapping.items() if v is not None}
+
+
+def compute_failure_message(summary: Obj | None, job_message: str) -> str:
+    """The downloader's own error (from its termination message) first, then the Job's verdict."""
+    error = (summary or {}).get("error")
+    if not isinstance(error, str) or not error:
+        return job_message
+    kind = "permanent" if (summary or {}).get("permanent") else "retries exhausted"
+    return f"{error} ({kind}; {job_message})" if job_message else error
 
 
 def list_referencing_services(kube: Kube, model: AnyModel) -> list[str]:
@@ -217,9 +214,30 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
         path, _, message = storage_problem.partition(": ")
         problem = Cond(R.DOWNLOADED, False, R.INVALID_STORAGE, message, path)
         targets = []
-    desired = render_model(model, targets, settings) if problem is None else []
-    selector = f"{names.LABEL_MODEL}={mctx.labels()[names.LABEL_MODEL]}"
+    this_label = mctx.labels()[names.LABEL_MODEL]
+    selector = f"{names.LABEL_MODEL}={this_label}"
     existing = list_children(kube, MODEL_CHILD_KINDS, mctx.namespace, selector)
+    pods = kube.list("Pod", mctx.namespace, selector) if any(o["kind"] == "Job" for o in existing) else []
+    clock = parse_time(now())
+    try:
+        reuse = resolve_reuse_sources(kube, mctx, targets, existing)
+    except ApiException as exc:  # e.g. no right to list models cluster-wide: download, do not reuse
+        if exc.status is None or exc.status >= 500:
+            raise
+        log.debug("model %s: no reuse candidates (%s)", name, exc.status)
+        reuse = {}
+    plans = resolve_retry_plans(mctx, targets, existing, pods, clock, reuse)
+    try:
+        held = resolve_held_nodes(kube, mctx, [n for n in targets if n not in plans], this_label)
+    except ApiException as exc:  # without a cluster-wide view there is no queue to wait in
+        if exc.status is None or exc.status >= 500:
+            raise
+        log.debug("model %s: download priority not applied (%s)", name, exc.status)
+        held = {}
+    attempts = {n: p.attempt for n, p in plans.items()}
+    desired = (
+        render_model(model, [n for n in targets if n not in held], settings, attempts, reuse) if problem is None else []
+    )
     try:
         result = apply_children(kube, desired, existing, model.metadata.uid or "")
     except ApiException as exc:
@@ -244,7 +262,8 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
     }
     progress_cm = next((o for o in live.values() if o["kind"] == "ConfigMap"), None)
     progress_data = (progress_cm or {}).get("data") or {}
-    pods = kube.list("Pod", mctx.namespace, selector) if jobs else []
+    if result is not None and result.applied:
+        pods = kube.list("Pod", mctx.namespace, selector) if jobs else []
 
     downloads = []
     metadata = None
@@ -260,7 +279,15 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
         if phase == "Succeeded" and metadata is None and job is not None:
             summary = read_termination_summary(pods, job["metadata"]["name"])
             metadata = compute_metadata(summary) if summary else None
-        downloads.append(NodeDownload(node, phase, message, progress))
+        if phase == "Failed" and job is not None:
+            message = compute_failure_message(read_termination_summary(pods, job["metadata"]["name"]), message)
+        plan = plans.get(node)
+        retrying = plan is not None and plan.due_at is not None and phase == "Failed"
+        if retrying and plan is not None:
+            message = f"{message}; {compute_retry_message(plan, clock)}"
+        if node in held:
+            message = held[node]
+        downloads.append(NodeDownload(node, phase, message, progress, retry_scheduled=retrying))
 
     label = ready_label(model)
     wanted: dict[str, str | None] = {

@@ -54,7 +54,7 @@ def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
             cluster.kubectl("delete", "-f", str(files.runtime), "-f", str(files.model), "--ignore-not-found")
 
 
-def wait_ready(cluster: ClusterHandle, timeout: float = 120) -> dict[str, Any]:
+def wait_ready(cluster: ClusterHandle, timeout: float = 240) -> dict[str, Any]:  # 16 real downloads first
     def probe() -> dict[str, Any] | None:
         obj: dict[str, Any] = kjson(cluster, "get", "inferenceservice", ISVC, "-n", NS)
         done = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]

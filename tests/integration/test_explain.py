@@ -93,7 +93,7 @@ def wait_ready(cluster: ClusterHandle) -> None:
         current = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"].get("generation")
         return current and condition(obj, "Ready").get("status") == "True"
 
-    wait_for(ready, timeout=120, interval=0.5, what=f"InferenceService {ISVC} Ready")
+    wait_for(ready, timeout=240, interval=0.5, what=f"InferenceService {ISVC} Ready")
 
 
 def test_missing_object_exits_2(cluster: ClusterHandle, operator: OperatorProcess) -> None:

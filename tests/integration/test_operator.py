@@ -101,7 +101,7 @@ def test_reference_files_go_ready_on_16_nodes(cluster: ClusterHandle, operator: 
     files = reference_files()
     for path in files:
         cluster.kubectl("apply", "-f", str(path))
-    obj = wait_ready(cluster, timeout=120)
+    obj = wait_ready(cluster, timeout=240)  # 16 real downloads first
     assert obj["status"]["url"] == f"http://{ISVC}.{NS}.svc.cluster.local"
     assert obj["status"]["gpus"] == 128
     pods = gpu_pods(cluster)

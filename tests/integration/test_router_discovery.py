@@ -136,7 +136,7 @@ def deployed(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
                     conds.get("Ready") == "True" and status.get("observedGeneration") == isvc["metadata"]["generation"]
                 )
 
-            wait_for(ready, timeout=120, interval=1, what=f"InferenceService {ISVC} Ready; operator log: {log}")
+            wait_for(ready, timeout=240, interval=1, what=f"InferenceService {ISVC} Ready; operator log: {log}")
             pods = kjson(cluster, "get", "pods", "-n", NS)["items"]
             by_name = {p["metadata"]["name"]: p for p in pods}
             routers = [p for p in pods if (p["metadata"].get("labels") or {}).get("component") == "router"]
