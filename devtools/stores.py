@@ -199,9 +199,11 @@ class S3Uploader:
             q = f"partNumber={n}&uploadId={urllib.parse.quote(upload_id, safe='')}"
             resp = self._send("PUT", path, data[start : start + part_size], query=q)
             parts.append((n, resp.headers["etag"]))
-        body = "<CompleteMultipartUpload>" + "".join(
-            f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>" for n, etag in parts
-        ) + "</CompleteMultipartUpload>"
+        body = (
+            "<CompleteMultipartUpload>"
+            + "".join(f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>" for n, etag in parts)
+            + "</CompleteMultipartUpload>"
+        )
         done = self._send("POST", path, body.encode(), query=f"uploadId={urllib.parse.quote(upload_id, safe='')}")
         return done.text.split("<ETag>")[1].split("</ETag>")[0].strip('"').replace("&#34;", "")
 
@@ -222,7 +224,9 @@ class AzureUploader:
     def __init__(self, endpoint: str, account: str = AZURITE_ACCOUNT, key: str = AZURITE_KEY) -> None:
         self.endpoint, self.account, self.key = endpoint, account, key
 
-    def _send(self, method: str, path: str, body: bytes = b"", query: str = "", headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, method: str, path: str, body: bytes = b"", query: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         url = f"{self.endpoint}{urllib.parse.quote(path)}" + (f"?{query}" if query else "")
         h = {"content-length": str(len(body)), **(headers or {})}
         signed = sign_shared_key(method, url, h, self.account, self.key)
@@ -275,7 +279,14 @@ class FaultFront:
 
     def _match(self, path: str, names: Any) -> str | None:
         plain = urllib.parse.unquote(path.split("?")[0])
-        return next((n for n in names if plain.endswith(n) or f"/o/{n}" in plain or plain.endswith(urllib.parse.quote(n, safe=""))), None)
+        return next(
+            (
+                n
+                for n in names
+                if plain.endswith(n) or f"/o/{n}" in plain or plain.endswith(urllib.parse.quote(n, safe=""))
+            ),
+            None,
+        )
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         front = self
@@ -296,7 +307,9 @@ class FaultFront:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "accept-encoding")}
                 url = front.upstream_origin + self.path
                 with front._lock:
-                    front.faults.ranges.append((self.path, self.headers.get("range") or self.headers.get("x-ms-range") or ""))
+                    front.faults.ranges.append(
+                        (self.path, self.headers.get("range") or self.headers.get("x-ms-range") or "")
+                    )
                 with httpx.Client(timeout=60) as client, client.stream(method, url, headers=headers) as up:
                     self.send_response(up.status_code)
                     for k, v in up.headers.items():
@@ -306,7 +319,9 @@ class FaultFront:
                     self.end_headers()
                     if method == "HEAD":
                         return
-                    name = front._match(self.path, list(front.faults.stall_after) + list(front.faults.corrupt) + list(front.faults.sent))
+                    name = front._match(
+                        self.path, list(front.faults.stall_after) + list(front.faults.corrupt) + list(front.faults.sent)
+                    )
                     stall = front.faults.stall_after.get(name) if name else None
                     corrupt = name in front.faults.corrupt if name else False
                     relayed = 0

@@ -199,7 +199,9 @@ def _parse_az(uri: str, rest: str) -> ObjectStoreUri:
             "expected az://account/container/prefix"
         )
     if not _AZ_CONTAINER.match(container):
-        raise StorageUriError(f"{uri!r}: {container!r} is not a valid container name; expected az://account/container/prefix")
+        raise StorageUriError(
+            f"{uri!r}: {container!r} is not a valid container name; expected az://account/container/prefix"
+        )
     return ObjectStoreUri("az", container, _clean_prefix(uri, prefix), account=account)
 
 

@@ -71,7 +71,9 @@ def _set_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
         monkeypatch.setenv(k, v)
 
 
-def download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: StoreCase, env: dict[str, str], *args: str) -> Outcome:
+def download(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: StoreCase, env: dict[str, str], *args: str
+) -> Outcome:
     _set_env(monkeypatch, env)
     return run_download(monkeypatch, tmp_path, "http://127.0.0.1:9", case.uri, *args)
 
@@ -152,7 +154,9 @@ def check_corrupted_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cas
     front = case.make_front().start()
     front.faults.corrupt.add(BIG)
     try:
-        out = download(monkeypatch, tmp_path, case, _env_for(case, front.endpoint), "--dest", str(dest), "--max-retries", "1")
+        out = download(
+            monkeypatch, tmp_path, case, _env_for(case, front.endpoint), "--dest", str(dest), "--max-retries", "1"
+        )
     finally:
         front.stop()
     assert out.code == 1, out.log  # retryable: the next Job run may get good bytes

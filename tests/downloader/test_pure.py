@@ -13,8 +13,8 @@ import pytest
 from devtools.fixtures import Tensor, safetensors_bytes
 from ome_operator.api.storage_uri import (
     HfUri,
-    ObjectStoreUri,
     LocalUri,
+    ObjectStoreUri,
     PvcUri,
     StorageUriError,
     effective_revision,

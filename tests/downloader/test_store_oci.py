@@ -45,7 +45,9 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cases.StoreCase]:
 def test_the_endpoint_is_oracles_s3_compatibility_endpoint_for_the_region() -> None:
     uri = parse_storage_uri("oci://n/axtenancyns01/b/genai-models/o/kimi")
     assert resolve_s3_endpoint(uri, None, "eu-frankfurt-1") == (  # type: ignore[arg-type]
-        "https://axtenancyns01.compat.objectstorage.eu-frankfurt-1.oraclecloud.com", "eu-frankfurt-1", True
+        "https://axtenancyns01.compat.objectstorage.eu-frankfurt-1.oraclecloud.com",
+        "eu-frankfurt-1",
+        True,
     )
     with pytest.raises(StoreError, match=r"parameters\.region"):
         resolve_s3_endpoint(uri, None, None)  # type: ignore[arg-type]

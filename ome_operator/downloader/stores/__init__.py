@@ -40,7 +40,13 @@ from ome_operator.downloader.stores.transfer import ObjectFailed, ObjectFetcher,
 
 LOG = logging.getLogger("ome_operator.downloader")
 # Env vars that may hold a credential: their values are redacted from every log line and message.
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GOOGLE_OAUTH_ACCESS_TOKEN",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+)
 
 AnyStore = S3Store | GcsStore | AzureStore
 
@@ -61,7 +67,11 @@ def store_secrets() -> list[str | None]:
 
 
 def resolve_store(uri: ObjectStoreUri) -> AnyStore:
-    endpoint, region, secret = optional_env("OME_STORAGE_ENDPOINT"), optional_env("OME_STORAGE_REGION"), optional_env("OME_STORAGE_SECRET")
+    endpoint, region, secret = (
+        optional_env("OME_STORAGE_ENDPOINT"),
+        optional_env("OME_STORAGE_REGION"),
+        optional_env("OME_STORAGE_SECRET"),
+    )
     if uri.scheme in ("s3", "oci"):
         return S3Store(uri, endpoint, region, secret)
     if uri.scheme == "gs":
@@ -91,7 +101,9 @@ def download_store(req: StoreRequest, progress: Progress) -> dict[str, Any]:
             files = [f for f in raw if id(f) in kept_ids]
             version = fingerprint(files)
             listing = Listing(repo_id=str(req.uri), revision="", commit=version, files=list(files), skipped=skipped)
-            LOG.info("%s: %d objects, %s (%d skipped)", req.uri, len(files), human_bytes(listing.total_bytes), len(skipped))
+            LOG.info(
+                "%s: %d objects, %s (%d skipped)", req.uri, len(files), human_bytes(listing.total_bytes), len(skipped)
+            )
             progress.set_plan(len(files), listing.total_bytes, version)
             progress.set_phase("Downloading")
             req.dest.mkdir(parents=True, exist_ok=True)
@@ -139,12 +151,21 @@ def _client(req: StoreRequest) -> httpx.Client:
 
 
 def _run_pool(
-    req: StoreRequest, store: AnyStore, client: httpx.Client, todo: list[StoreFile], progress: Progress, writer: ManifestWriter
+    req: StoreRequest,
+    store: AnyStore,
+    client: httpx.Client,
+    todo: list[StoreFile],
+    progress: Progress,
+    writer: ManifestWriter,
 ) -> None:
     cancel = threading.Event()
-    fetcher = ObjectFetcher(store, client, req.dest, progress, writer, cancel, req.max_retries, req.stall_timeout, place_file)
+    fetcher = ObjectFetcher(
+        store, client, req.dest, progress, writer, cancel, req.max_retries, req.stall_timeout, place_file
+    )
     with ThreadPoolExecutor(max_workers=req.workers, thread_name_prefix="fetch") as pool:
-        futures: list[Future[None]] = [pool.submit(_bring_into_place, f, req.dest, fetcher, progress, writer) for f in todo]
+        futures: list[Future[None]] = [
+            pool.submit(_bring_into_place, f, req.dest, fetcher, progress, writer) for f in todo
+        ]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(fut.exception() is not None for fut in done):
             cancel.set()  # the others stop at their next chunk, leaving partials to resume
@@ -159,7 +180,9 @@ def _run_pool(
         raise DeliveryError(f"{first.path}: {first.reason}{more}", permanent=first.permanent, file=first.path)
 
 
-def _bring_into_place(f: StoreFile, dest: Path, fetcher: ObjectFetcher, progress: Progress, writer: ManifestWriter) -> None:
+def _bring_into_place(
+    f: StoreFile, dest: Path, fetcher: ObjectFetcher, progress: Progress, writer: ManifestWriter
+) -> None:
     final = dest / f.path
     st = _stat(final)
     if st is not None:

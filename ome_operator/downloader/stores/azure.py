@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import urllib.parse
 import xml.etree.ElementTree as ET
+from functools import partial
 
 import httpx
 
@@ -113,7 +114,7 @@ class AzureStore:
             if marker:
                 query["marker"] = marker
             url = self.url(query=urllib.parse.urlencode(query, quote_via=urllib.parse.quote))
-            root = ET.fromstring(calls.get(f"listing {self.uri}", lambda u=url: self.request("GET", u)))  # type: ignore[misc]
+            root = ET.fromstring(calls.get(f"listing {self.uri}", partial(self.request, "GET", url)))
             for blob in root.iterfind("Blobs/Blob"):
                 name = blob.findtext("Name") or ""
                 props = blob.find("Properties")
@@ -127,9 +128,15 @@ class AzureStore:
                     )
                 files.append(
                     StoreFile(
-                        path=name[len(prefix) :], size=size, sha256=None, git_sha1="", key=name,
-                        digest_kind="md5", digest=b64_to_hex(md5), version=etag,
-                    )  # fmt: skip
+                        path=name[len(prefix) :],
+                        size=size,
+                        sha256=None,
+                        git_sha1="",
+                        key=name,
+                        digest_kind="md5",
+                        digest=b64_to_hex(md5),
+                        version=etag,
+                    )
                 )
             marker = root.findtext("NextMarker") or ""
             if not marker:

@@ -72,7 +72,7 @@ class _Crc32c:
     def __init__(self) -> None:
         import google_crc32c
 
-        self._c: Any = google_crc32c.Checksum()
+        self._c: Any = google_crc32c.Checksum()  # type: ignore[no-untyped-call]
 
     def update(self, data: bytes | memoryview, /) -> None:
         self._c.update(bytes(data))

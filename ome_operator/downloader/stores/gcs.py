@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import urllib.parse
+from functools import partial
 
 import httpx
 
@@ -40,12 +41,18 @@ class GcsStore:
         return f"{self.endpoint}/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}"
 
     def get_request(self, f: StoreFile, start: int) -> httpx.Request:
-        url = f"{self._object_url(f.key)}?alt=media&generation={f.version}" if f.version else f"{self._object_url(f.key)}?alt=media"
+        url = (
+            f"{self._object_url(f.key)}?alt=media&generation={f.version}"
+            if f.version
+            else f"{self._object_url(f.key)}?alt=media"
+        )
         return httpx.Request("GET", url, headers=self._headers({"range": f"bytes={start}-"} if start else None))
 
     def describe_status(self, status: int, what: str) -> str:
         if status in (401, 403):
-            where = f"the `token` key of Secret {self.secret}" if self.secret else "no credential (spec.storage.key unset)"
+            where = (
+                f"the `token` key of Secret {self.secret}" if self.secret else "no credential (spec.storage.key unset)"
+            )
             return f"HTTP {status} for {what}: access denied by {self.name} with {where}"
         if status == 404:
             return f"HTTP 404 for {what}: no such bucket or object in {self.name}"
@@ -61,7 +68,8 @@ class GcsStore:
             if page:
                 query["pageToken"] = page
             url = f"{self.endpoint}/storage/v1/b/{bucket}/o?{urllib.parse.urlencode(query)}"
-            body = json.loads(calls.get(f"listing {self.uri}", lambda u=url: httpx.Request("GET", u, headers=self._headers())))  # type: ignore[misc]
+            request = partial(httpx.Request, "GET", url, headers=self._headers())
+            body = json.loads(calls.get(f"listing {self.uri}", request))
             for item in body.get("items") or []:
                 name = str(item["name"])
                 if name.endswith("/"):

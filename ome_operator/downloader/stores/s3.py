@@ -18,6 +18,7 @@ import logging
 import urllib.parse
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from functools import partial
 
 import httpx
 
@@ -152,7 +153,7 @@ class S3Store:
             if token:
                 query["continuation-token"] = token
             url = self.url(query=urllib.parse.urlencode(sorted(query.items()), quote_via=urllib.parse.quote))
-            body = calls.get(f"listing {self.uri}", lambda u=url: self.request("GET", u))  # type: ignore[misc]
+            body = calls.get(f"listing {self.uri}", partial(self.request, "GET", url))
             root = ET.fromstring(body)
             for item in root.iterfind("{*}Contents"):
                 key = item.findtext("{*}Key") or ""
@@ -165,7 +166,9 @@ class S3Store:
                 return files
             token = root.findtext("{*}NextContinuationToken")
             if not token:
-                raise StoreError(f"{self.name} said the listing of {self.uri} is truncated but gave no continuation token")
+                raise StoreError(
+                    f"{self.name} said the listing of {self.uri} is truncated but gave no continuation token"
+                )
 
     def _describe(self, calls: Calls, key: str, rel: str, size: int, etag: str) -> StoreFile:
         base = {"path": rel, "size": size, "sha256": None, "git_sha1": "", "key": key, "version": etag}
@@ -183,4 +186,3 @@ class S3Store:
                 "its ETag cannot be checked, so it is refused: upload it again in one part or with the same part size"
             )
         return StoreFile(**base, digest_kind="s3-multipart-md5", digest=etag.lower(), part_size=part_size)  # type: ignore[arg-type]
-

@@ -106,7 +106,9 @@ class ObjectFetcher:
                     hasher = None
                 delay = attempts.next_delay(exc)
                 if delay is None:
-                    raise ObjectFailed(f.path, f"gave up after {self._max_retries} retries; last error: {exc}") from None
+                    raise ObjectFailed(
+                        f.path, f"gave up after {self._max_retries} retries; last error: {exc}"
+                    ) from None
                 LOG.warning("%s: %s; retry %d/%d in %.1fs", f.path, exc, attempts.used, self._max_retries, delay)
                 if self._cancel.wait(delay):
                     raise Stopped() from None
