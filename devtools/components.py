@@ -49,12 +49,17 @@ KWOK_STAGE_FILES = (
     "pod/fast/pod-delete.yaml",
 )
 POD_READY_STAGE = "pod/fast/pod-ready.yaml"
+POD_COMPLETE_STAGE = "pod/fast/pod-complete.yaml"
 
-# Pods whose processes devtools.runner starts (the router, SGLang engines): kwok makes them Running
-# with an IP but not Ready; readiness then comes from the runner's probes against the real process.
-# The same pattern decides, in the runner, which pods it runs; a pod kwok made Ready at once would
-# flash Ready before anything listens.
-RUNNER_COMMANDS = r"sglang[.]launch_server|sglang_router[.]launch_router|(^|[ /])smg launch( |$)"
+# Pods whose processes devtools.runner starts (the router, SGLang engines, model downloads): kwok
+# makes them Running with an IP but not Ready; readiness then comes from the runner's probes against
+# the real process, and a download Job's pod ends when its process does (kwok's pod-complete stage
+# leaves them alone). The same pattern decides, in the runner, which pods it runs; a pod kwok made
+# Ready at once would flash Ready before anything listens, and a Job pod kwok completed would never run.
+RUNNER_COMMANDS = (
+    r"sglang[.]launch_server|sglang_router[.]launch_router|(^|[ /])smg launch( |$)"
+    r"|^download |(^|[ /])ome-operator download "
+)
 _MANAGED_QUERY = (
     '.spec.containers | map(((.command // []) + (.args // [])) | join(" ")) | join(" ") | test("'
     + RUNNER_COMMANDS.replace("\\", "\\\\")
@@ -96,13 +101,19 @@ startTime: {{ $now | Quote }}
 """
 
 
-def _pod_stages(pod_ready: dict[str, Any]) -> list[dict[str, Any]]:
-    """kwok's pod-ready stage for the pods nothing runs, and a pod-started stage for the runner's."""
-    unmanaged = {**pod_ready, "spec": dict(pod_ready["spec"])}
-    expressions = list(unmanaged["spec"]["selector"]["matchExpressions"])
-    unmanaged["spec"]["selector"] = {
+def _unmanaged_only(stage: dict[str, Any]) -> dict[str, Any]:
+    """The stage, restricted to pods the runner does not run."""
+    out = {**stage, "spec": dict(stage["spec"])}
+    expressions = list(out["spec"]["selector"]["matchExpressions"])
+    out["spec"]["selector"] = {
         "matchExpressions": [*expressions, {"key": _MANAGED_QUERY, "operator": "NotIn", "values": ["true"]}]
     }
+    return out
+
+
+def _pod_stages(pod_ready: dict[str, Any]) -> list[dict[str, Any]]:
+    """kwok's pod-ready stage for the pods nothing runs, and a pod-started stage for the runner's."""
+    unmanaged = _unmanaged_only(pod_ready)
     managed = {
         "apiVersion": pod_ready["apiVersion"],
         "kind": "Stage",
@@ -174,6 +185,8 @@ def write_configs(state_dir: Path, cluster_name: str, certs: pki.Pki, bin_dir: P
         text = (stages / name).read_text().strip()
         if name == POD_READY_STAGE:
             docs += [yaml.safe_dump(d, sort_keys=False).strip() for d in _pod_stages(yaml.safe_load(text))]
+        elif name == POD_COMPLETE_STAGE:
+            docs.append(yaml.safe_dump(_unmanaged_only(yaml.safe_load(text)), sort_keys=False).strip())
         else:
             docs.append(text)
     (state_dir / "kwok.yaml").write_text("\n---\n".join(docs) + "\n")

@@ -1,11 +1,13 @@
 """`make demo`: OME's Kimi K2 files, unchanged, to a Ready 1P1D deployment on a local 16-node cluster,
 and the seed walkthrough's `kubectl port-forward` + `curl /generate` answered through it.
 
-Starts (or reuses) the local control plane `demo` (with its runner: the real router and stand-in
-SGLang engines for the pods), installs the CRDs, starts the operator in the background, applies the
-three reference files (the byte-identical copies under tests/golden/kimi-k2-reference/input), waits
-for Ready, prints where everything landed, then runs the seed's two commands verbatim and prints the
-reply and which prefill and decode pods served it. The port-forward keeps running for more requests.
+Starts (or reuses) the local control plane `demo` (with its runner: the real router, stand-in SGLang
+engines and the real `ome-operator download` for the pods, and the cluster's hub serving a small
+repository under OME's Kimi K2 name with Kimi K2's real config.json), installs the CRDs, starts the
+operator in the background, applies the three reference files (the byte-identical copies under
+tests/golden/kimi-k2-reference/input), waits for Ready (16 real downloads first), prints every node's
+verified copy, the metadata read from the files and the runtime match, where everything landed, then
+runs the seed's two commands verbatim and prints the reply and which prefill and decode pods served it. The port-forward keeps running for more requests.
 `make demo-down` stops the port-forward, the operator and the cluster (the runner stops the
 processes it started for the pods) and removes their files.
 """
@@ -13,6 +15,7 @@ processes it started for the pods) and removes their files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.cluster import AlreadyRunning, LocalCluster, kubectl_path
+from devtools.hub import served_digests
 from devtools.operator import OperatorProcess, reference_files
 from devtools.walkthrough import CURL, PORT_FORWARD, PortForward, port_8080, run_curl, served_by
 
@@ -57,7 +61,9 @@ def start_operator(cluster: LocalCluster) -> OperatorProcess:
     pid_file = operator_pid_file(cluster)
     if pid_file.exists():
         stop_operator(cluster)
-    op = OperatorProcess(cluster.kubeconfig, cluster.dir / "logs" / "operator.log", "--resync-seconds", "30").start()
+    hub = json.loads((cluster.dir / "runner" / "hub.json").read_text())["endpoint"]
+    args = ("--resync-seconds", "30", "--hf-endpoint", hub)
+    op = OperatorProcess(cluster.kubeconfig, cluster.dir / "logs" / "operator.log", *args).start()
     assert op.proc is not None
     pid_file.write_text(f"{op.proc.pid}\n{op.port}\n")
     op.wait_ready()
@@ -144,6 +150,54 @@ def wait_ready(kubeconfig: Path, timeout: float = 240) -> dict[str, Any]:
     raise SystemExit(f"InferenceService not Ready after {timeout:.0f} s; see `kubectl describe isvc -n {NS} {ISVC}`")
 
 
+def verify_node_copies(cluster: LocalCluster, model: dict[str, Any]) -> tuple[int, int, int]:
+    """(nodes whose copy verifies, files, bytes per copy): every file on the node hashes to what the hub
+    serves, and every weight shard and config.json the hub serves is there."""
+    from devtools.runner_download import node_host_path
+
+    repo = model["spec"]["storage"]["storageUri"].removeprefix("hf://").partition("@")[0]
+    digests = served_digests(cluster.dir / "hub" / "mirrors" / "models" / repo)
+    needed = {p for p in digests if p.endswith(".safetensors") or p == "config.json"}
+    good, files, size = 0, 0, 0
+    for node in model["status"]["nodesReady"]:
+        root = node_host_path(cluster.dir, node, model["spec"]["storage"]["path"])
+        present = {
+            str(p.relative_to(root)): p
+            for p in root.rglob("*")
+            if p.is_file() and ".ome-download" not in p.relative_to(root).parts
+        }
+        ok = needed <= set(present) and all(
+            digests.get(name) == hashlib.sha256(path.read_bytes()).hexdigest() for name, path in present.items()
+        )
+        if ok:
+            good += 1
+            files, size = len(present), sum(p.stat().st_size for p in present.values())
+    return good, files, size
+
+
+def print_model(cluster: LocalCluster, isvc: dict[str, Any]) -> None:
+    model = kjson(cluster.kubeconfig, "get", "clusterbasemodel", ISVC)
+    status = model["status"]
+    good, files, size = verify_node_copies(cluster, model)
+    say(
+        f"  {model['spec']['storage']['storageUri']} -> {model['spec']['storage']['path']} on "
+        f"{status['nodesSummary']} nodes; {good}/{len(status['nodesReady'])} copies verified here against the "
+        f"hub's sha256 ({files} files, {size / 2**20:.1f} MiB each)"
+    )
+    meta = status.get("metadata") or {}
+    say(
+        "  read from the files: "
+        + ", ".join(
+            f"{key} {meta[key]}"
+            for key in ("architecture", "modelType", "parameterSize", "parameterCount", "quantization", "maxTokens")
+            if key in meta
+        )
+        + f", commit {str(meta.get('commit', '?'))[:12]}"
+    )
+    resolved = next(c for c in isvc["status"]["conditions"] if c["type"] == "RuntimeResolved")
+    say(f"  RuntimeResolved={resolved['status']} {resolved['reason']}: {resolved['message']}")
+
+
 def print_placement(kubeconfig: Path) -> None:
     pods = kjson(kubeconfig, "get", "pods", "-n", NS, "-l", f"ome.io/inferenceservice={ISVC}")["items"]
     rows = []
@@ -182,7 +236,7 @@ def up() -> int:
     cluster = LocalCluster(NAME, nodes=16)
     say(
         "== 1/6 local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok: 16 H200 nodes;\n"
-        "        runner: the router and stand-in SGLang engines for the pods)"
+        "        runner: the router, stand-in SGLang engines and real model downloads for the pods, and a hub)"
     )
     try:
         cluster.start()
@@ -196,12 +250,17 @@ def up() -> int:
     say("== 3/6 operator (ome-operator run, in the background)")
     op = start_operator(cluster)
     say(f"  pid {op.proc.pid if op.proc else '?'}, health/metrics on {op.health_url}, log {op.log_path}")
+    say(
+        f"  download Jobs fetch from the cluster's hub, {json.loads((cluster.dir / 'runner' / 'hub.json').read_text())['endpoint']}"
+    )
     say("== 4/6 kubectl apply: OME's Kimi K2 model, runtime and InferenceService, unchanged")
     for path in reference_files():
         say("  " + kubectl(kc, "apply", "-f", str(path)).strip().replace("\n", "\n  "))
-    say("== 5/6 waiting for Ready (the leaders answer /health)")
-    obj = wait_ready(kc)
-    say(f"\nReady in {time.monotonic() - started:.0f} s.\n\n== Placement")
+    say("== 5/6 waiting for Ready (16 download Jobs, then the leaders answer /health)")
+    obj = wait_ready(kc, timeout=420)
+    say(f"\nReady in {time.monotonic() - started:.0f} s.\n\n== Model: one real download per node")
+    print_model(cluster, obj)
+    say("\n== Placement")
     print_placement(kc)
     say("\n== Objects")
     for line in kubectl(kc, "get", "clusterbasemodels,clusterservingruntimes").splitlines():

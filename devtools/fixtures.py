@@ -123,6 +123,112 @@ def deepseek_like_config(**overrides: object) -> dict[str, object]:
     return config
 
 
+# moonshotai/Kimi-K2-Instruct's config.json, value for value (its architecture facts are what
+# the downloader extracts and the runtime match reads; auto_map dropped, since no code is served).
+KIMI_K2_REPO = "moonshotai/Kimi-K2-Instruct"
+KIMI_K2_CONFIG: dict[str, object] = {
+    "architectures": ["DeepseekV3ForCausalLM"],
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "aux_loss_alpha": 0.001,
+    "bos_token_id": 163584,
+    "eos_token_id": 163585,
+    "first_k_dense_replace": 1,
+    "hidden_act": "silu",
+    "hidden_size": 7168,
+    "initializer_range": 0.02,
+    "intermediate_size": 18432,
+    "kv_lora_rank": 512,
+    "max_position_embeddings": 131072,
+    "model_type": "kimi_k2",
+    "moe_intermediate_size": 2048,
+    "moe_layer_freq": 1,
+    "n_group": 1,
+    "n_routed_experts": 384,
+    "n_shared_experts": 1,
+    "norm_topk_prob": True,
+    "num_attention_heads": 64,
+    "num_experts_per_tok": 8,
+    "num_hidden_layers": 61,
+    "num_key_value_heads": 64,
+    "num_nextn_predict_layers": 0,
+    "pretraining_tp": 1,
+    "q_lora_rank": 1536,
+    "qk_nope_head_dim": 128,
+    "qk_rope_head_dim": 64,
+    "quantization_config": {
+        "activation_scheme": "dynamic",
+        "fmt": "e4m3",
+        "quant_method": "fp8",
+        "weight_block_size": [128, 128],
+    },
+    "rms_norm_eps": 1e-06,
+    "rope_theta": 50000.0,
+    "routed_scaling_factor": 2.827,
+    "rope_scaling": {
+        "beta_fast": 1.0,
+        "beta_slow": 1.0,
+        "factor": 32.0,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+        "original_max_position_embeddings": 4096,
+        "type": "yarn",
+    },
+    "scoring_func": "sigmoid",
+    "seq_aux": True,
+    "tie_word_embeddings": False,
+    "topk_group": 1,
+    "topk_method": "noaux_tc",
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.48.3",
+    "use_cache": True,
+    "v_head_dim": 128,
+    "vocab_size": 163840,
+}
+# What that config implies, computed by hand from the values above (not by the downloader's code):
+# 61 MLA layers, 1 dense + 60 MoE layers of 384 routed + 1 shared experts, untied 163840-token
+# embeddings and head.
+KIMI_K2_PARAMETERS = 1_026_408_232_448
+
+
+def build_kimi_k2_repo(mirror_root: Path) -> FixtureRepo:
+    """OME's Kimi K2 repository as the local hub serves it: Kimi K2's own config.json, and
+    DeepSeek-V3-shaped fp8 block-quantized shards at reduced size (a few MB, not 1 TB)."""
+    readme = (
+        f"# {KIMI_K2_REPO} (local stand-in)\n\nconfig.json is Kimi K2 Instruct's; the safetensors shards are\n"
+        "small DeepSeek-V3-shaped fp8 tensors with random data, so that 16 nodes can download them.\n"
+    )
+    return build_repo(
+        mirror_root, KIMI_K2_REPO, config=dict(KIMI_K2_CONFIG), seed=1, extra_files={"README.md": readme.encode()}
+    )
+
+
+def catalog_config(spec: dict[str, object]) -> dict[str, object]:
+    """A config.json carrying a catalog entry's facts (they were read from the real config.json)."""
+    conf = spec.get("modelConfiguration") if isinstance(spec.get("modelConfiguration"), dict) else {}
+    assert isinstance(conf, dict)
+    framework = spec.get("modelFramework") if isinstance(spec.get("modelFramework"), dict) else {}
+    assert isinstance(framework, dict)
+    config: dict[str, object] = {
+        "architectures": [spec.get("modelArchitecture") or conf.get("architecture")],
+        "model_type": spec.get("modelType") or conf.get("model_type"),
+        "hidden_size": 256,
+        "num_hidden_layers": 2,
+        "vocab_size": 2048,
+        "max_position_embeddings": spec.get("maxTokens") or conf.get("context_length"),
+        "torch_dtype": conf.get("torch_dtype", "bfloat16"),
+        "transformers_version": framework.get("version") or conf.get("transformers_version"),
+    }
+    if spec.get("quantization") == "fp8":
+        config["quantization_config"] = {
+            "activation_scheme": "dynamic",
+            "fmt": "e4m3",
+            "quant_method": "fp8",
+            "weight_block_size": [128, 128],
+        }
+    return {k: v for k, v in config.items() if v is not None}
+
+
 def tiny_shards(layers: int = 2, hidden: int = 256, vocab: int = 2048, shards: int = 3) -> list[list[Tensor]]:
     """A few MB of tensors shaped like a DeepSeek-V3 checkpoint (bf16 embeddings, fp8 block-quantized
     weights with their f32 scales), spread over `shards` files."""

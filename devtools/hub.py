@@ -70,7 +70,7 @@ class Hub:
         )
         return config
 
-    def start(self, timeout: float = 30.0, detach: bool = False) -> None:
+    def start(self, timeout: float = 30.0, detach: bool = False, die_with_parent: bool = False) -> None:
         config = self.write_config()
         log = (self.root / "olah.log").open("ab")
         self.proc = subprocess.Popen(
@@ -80,6 +80,7 @@ class Hub:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=detach,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
         log.close()
         self.wait_ready(timeout)
@@ -117,6 +118,52 @@ class Hub:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+CATALOG = Path(__file__).resolve().parent.parent / "config" / "models"
+
+
+def build_cluster_repos(mirrors: Path, catalog: Path = CATALOG) -> dict[str, str]:
+    """The repositories a local cluster's hub serves: OME's Kimi K2 (devtools.fixtures) and one per
+    `hf://` entry of the model catalog, carrying that entry's facts. Returns repo id -> commit."""
+    import yaml
+
+    from devtools.fixtures import KIMI_K2_REPO, build_kimi_k2_repo, build_repo, catalog_config
+
+    commits = {KIMI_K2_REPO: build_kimi_k2_repo(mirrors).commit}
+    for path in sorted(catalog.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            spec = (doc or {}).get("spec") or {}
+            uri = str((spec.get("storage") or {}).get("storageUri") or "")
+            if not uri.startswith("hf://"):
+                continue
+            repo_id = uri.removeprefix("hf://").partition("@")[0]
+            if repo_id not in commits:
+                commits[repo_id] = build_repo(mirrors, repo_id, config=catalog_config(spec), seed=len(commits)).commit
+    return commits
+
+
+def served_digests(repo_dir: Path) -> dict[str, str]:
+    """path -> sha256 of every file the hub serves for the repository at `repo_dir` (LFS objects by
+    their pointer's oid, other files by their bytes), read from the git working tree."""
+    import hashlib
+
+    out = {}
+    for path in sorted(p for p in repo_dir.rglob("*") if p.is_file() and ".git" not in p.relative_to(repo_dir).parts):
+        data = path.read_bytes()
+        head = data[:200]
+        if head.startswith(b"version https://git-lfs.github.com/spec/v1"):
+            oid = next(line for line in data.decode().splitlines() if line.startswith("oid sha256:"))
+            out[str(path.relative_to(repo_dir))] = oid.removeprefix("oid sha256:")
+        else:
+            out[str(path.relative_to(repo_dir))] = hashlib.sha256(data).hexdigest()
+    return out
 
 
 def up() -> int:

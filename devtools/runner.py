@@ -1,4 +1,4 @@
-"""The node side of the local cluster: runs the processes that router and SGLang engine pods describe.
+"""The node side of the local cluster: runs the processes that router, SGLang engine and model-download pods describe.
 
     python -m devtools.runner --cluster-dir ~/.cache/ome-operator/clusters/<name>
 
@@ -7,15 +7,20 @@ and the test fixture all have it). kwok still plays the kubelets' API side; this
 kwok leaves out, for the pods whose command it knows (devtools.components.RUNNER_COMMANDS):
 
 - a process per container, bound to the pod's IP (a loopback address): the real router with the pod's
-  command line and a kubeconfig holding only a TokenRequest token of the pod's ServiceAccount, or the
-  stand-in SGLang server (devtools.standin_engine) for engine pods;
+  command line and a kubeconfig holding only a TokenRequest token of the pod's ServiceAccount, the
+  stand-in SGLang server (devtools.standin_engine) for engine pods, or the real `ome-operator
+  download` for download Job pods, with its hostPath volumes in a per-node directory of the cluster's
+  state dir and the cluster's own hub (devtools.runner_download explains the mapping);
+- the cluster's hub: olah (devtools.hub) over the repositories of devtools.hub.build_cluster_repos,
+  its address in `runner/hub.json`;
 - probes, Ready, restarts and exit codes (devtools.runner_pod), written to the pod's status;
 - the cluster DNS the stand-ins resolve (`<hostname>.<subdomain>.<namespace>.svc.cluster.local` for
   pods a headless Service of that name selects), as `runner/dns.json`;
 - `kubectl logs` and `kubectl port-forward`: a relay from every node's address and kubelet port to
   kwok's server, and kwok `Logs`/`PortForward` objects pointing at each pod's log files and address.
 
-It never binds 0.0.0.0, and only ever dials loopback addresses.
+It never binds 0.0.0.0, and only ever dials loopback addresses. When the API server goes away (a
+restart), it keeps the processes running, says so once, and carries on when the server is back.
 """
 
 from __future__ import annotations
@@ -35,21 +40,21 @@ from typing import Any
 
 import yaml
 
-from devtools.components import RUNNER_COMMANDS
+from devtools.hub import Hub, build_cluster_repos
 from devtools.router import (
     OFFLINE_HUB,
-    container_env,
     pod_command,
     request_token,
-    set_flag,
     write_token_kubeconfig,
 )
+from devtools.runner_download import MountError, download_launch, is_download_container, termination_path
+from devtools.runner_net import compute_dns_records, engine_launch, relay, router_argv
 from devtools.runner_pod import ContainerRun, Obj, pod_status
 
 REPO = Path(__file__).resolve().parents[1]
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 TICK = 0.5
-_RUNS = re.compile(RUNNER_COMMANDS)
+_ROUTERS = re.compile(r"sglang_router[.]launch_router|(^|[ /])smg launch( |$)")  # within RUNNER_COMMANDS
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
@@ -62,10 +67,12 @@ def command_line(container: Obj) -> str:
 
 
 def kind_of(container: Obj) -> str | None:
+    if is_download_container(container):
+        return "download"
     line = command_line(container)
     if "sglang.launch_server" in line:
         return "engine"
-    if _RUNS.search(line):
+    if _ROUTERS.search(line):
         return "router"
     return None
 
@@ -84,6 +91,8 @@ class Runner:
         self.sent: dict[str, Obj] = {}  # pod uid -> last status written
         self.relays: dict[str, asyncio.Server] = {}
         self.api: Any = None
+        self.hub: Hub | None = None
+        self.waiting: dict[str, str] = {}  # pod uid -> why it cannot start yet (said once)
 
     # -- Kubernetes ------------------------------------------------------------------------------
     def _client(self) -> Any:
@@ -111,8 +120,24 @@ class Runner:
         # The UID makes it a precondition: a status meant for a deleted pod must never land on the
         # pod of the same name that replaced it (a StatefulSet's), or one crash would look like two.
         body = {"metadata": {"uid": meta["uid"]}, "status": status}
-        with contextlib.suppress(client.ApiException):  # the pod went away meanwhile
+        try:
             client.CoreV1Api(self.api).patch_namespaced_pod_status(meta["name"], meta["namespace"], body)
+        except client.ApiException:
+            pass  # the pod went away meanwhile
+        except Exception:
+            self.sent.pop(meta["uid"], None)  # not written (API server away): write it again next tick
+            raise
+
+    def _read_secret(self, namespace: str, name: str) -> Obj | None:
+        from kubernetes import client
+
+        try:
+            found: Obj = client.CoreV1Api(self.api).read_namespaced_secret(name, namespace).to_dict()
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
 
     def _put_kwok(self, plural: str, pod: Obj, spec: Obj) -> None:
         from kubernetes import client
@@ -139,56 +164,31 @@ class Runner:
         pod_ip = str(pod["status"]["podIP"])
         argv = pod_command(pod, container["name"])
         if kind == "engine":
-            gpus = (container.get("resources") or {}).get("limits", {}).get("nvidia.com/gpu", 0)
-            meta = pod["metadata"]
-            env = {
-                **container_env(pod, container),
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "PYTHONPATH": str(REPO),
-                "PYTHONUNBUFFERED": "1",
-            }
-            wrapper = [
-                sys.executable,
-                "-m",
-                "devtools.standin_engine",
-                "--pod",
-                f"{meta['namespace']}/{meta['name']}",
-                "--pod-ip",
-                pod_ip,
-                "--image",
-                str(container.get("image") or ""),
-                "--dns",
-                str(self.dns_file),
-                "--gpus",
-                str(gpus),
-                "--group",
-                str(pod["spec"].get("subdomain") or ""),
-            ]
-            return [*wrapper, "--", *argv], env
-        return self._router_argv(argv, pod_ip), self._router_env(pod, workdir)
+            return engine_launch(pod, container, argv, self.dns_file)
+        if kind == "download":
+            namespace = pod["metadata"]["namespace"]
+            return download_launch(
+                pod,
+                container,
+                cluster_dir=self.dir,
+                workdir=workdir,
+                kubeconfig=self._token_kubeconfig(pod, workdir),
+                cluster_hub=self.hub.endpoint if self.hub is not None else None,
+                read_secret=lambda name: self._read_secret(namespace, name),
+            )
+        return router_argv(argv, pod_ip), self._router_env(pod, workdir)
 
-    def _router_argv(self, argv: list[str], pod_ip: str) -> list[str]:
-        words = list(argv)
-        if "sglang_router.launch_router" in words:
-            words = [sys.executable, "-m", *words[words.index("sglang_router.launch_router") :]]
-        else:  # smg launch ...: run as a module, since sglang-router installs a `smg` script of its own
-            words = [sys.executable, "-m", "smg", *words[words.index("launch") :]]
-        # Both would otherwise put their metrics listener on 0.0.0.0:29000.
-        metrics = {"--prometheus-host": pod_ip, "--prometheus-port": "29000"}
-        host = words[words.index("--host") + 1] if "--host" in words else "127.0.0.1"
-        if host in WILDCARD_HOSTS or host == "127.0.0.1":  # the pod's addresses: here, its IP
-            words = set_flag(words, "--host", pod_ip)
-        for flag, value in metrics.items():
-            words = set_flag(words, flag, value)
-        return words
-
-    def _router_env(self, pod: Obj, workdir: Path) -> dict[str, str]:
+    def _token_kubeconfig(self, pod: Obj, workdir: Path) -> Path:
+        """A kubeconfig with only a TokenRequest token of the pod's ServiceAccount, bound to the pod."""
         workdir.mkdir(parents=True, exist_ok=True)
         meta = pod["metadata"]
         token = request_token(
             self.api, meta["namespace"], pod["spec"].get("serviceAccountName") or "default", pod, seconds=7200
         )
-        kubeconfig = write_token_kubeconfig(workdir / "kubeconfig", self.server, self.ca, token, meta["namespace"])
+        return write_token_kubeconfig(workdir / "kubeconfig", self.server, self.ca, token, meta["namespace"])
+
+    def _router_env(self, pod: Obj, workdir: Path) -> dict[str, str]:
+        kubeconfig = self._token_kubeconfig(pod, workdir)
         # Nothing else: no admin kubeconfig through HOME, no in-cluster variables, no proxies.
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -209,11 +209,15 @@ class Runner:
             def launch(p: Obj, c: Obj = container, k: str = kind) -> tuple[list[str], dict[str, str]]:
                 return self._launch(p, c, k, workdir)
 
-            run = ContainerRun(spec=container, workdir=workdir, launch=launch)
+            message_file = termination_path(workdir, container["name"]) if kind == "download" else None
+            run = ContainerRun(spec=container, workdir=workdir, launch=launch, termination_file=message_file)
             try:
                 run.start(pod)
-            except Exception as exc:  # e.g. the TokenRequest failed: retry on the next tick
-                say(f"{meta['namespace']}/{meta['name']}: cannot start {container['name']} yet: {exc}")
+            except Exception as exc:  # e.g. the TokenRequest failed, a Secret is missing: retry next tick
+                why = f"cannot start {container['name']} yet: {exc}"
+                if self.waiting.get(meta["uid"]) != why or not isinstance(exc, MountError):
+                    say(f"{meta['namespace']}/{meta['name']}: {why}")
+                self.waiting[meta["uid"]] = why
                 for started in runs.values():
                     started.stop()
                 return
@@ -222,6 +226,7 @@ class Runner:
                 f"{meta['namespace']}/{meta['name']} ({pod['status']['podIP']}): started {kind} {container['name']} "
                 f"(pid {run.proc.pid if run.proc else '?'})"
             )
+        self.waiting.pop(meta["uid"], None)
         self.pods[meta["uid"]] = runs
         ports = sorted({int(p["containerPort"]) for c in pod["spec"]["containers"] for p in c.get("ports") or []})
         forwards = [{"ports": [p], "target": {"port": p, "address": pod["status"]["podIP"]}} for p in ports]
@@ -293,25 +298,7 @@ class Runner:
         return patches
 
     def _write_dns(self, pods: list[Obj], services: list[Obj]) -> None:
-        headless = {
-            (s["metadata"]["namespace"], s["metadata"]["name"]): s["spec"]
-            for s in services
-            if s["spec"].get("clusterIP") == "None" and s["spec"].get("selector")
-        }
-        records = {}
-        for pod in pods:
-            spec, meta, status = pod["spec"], pod["metadata"], pod.get("status") or {}
-            service = headless.get((meta["namespace"], spec.get("subdomain")))
-            if not spec.get("hostname") or service is None or not status.get("podIP") or meta.get("deletionTimestamp"):
-                continue
-            labels = meta.get("labels") or {}
-            if any(labels.get(k) != v for k, v in service["selector"].items()):
-                continue
-            ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
-            if ready or service.get("publishNotReadyAddresses"):
-                fqdn = f"{spec['hostname']}.{spec['subdomain']}.{meta['namespace']}.svc.cluster.local"
-                records[fqdn] = status["podIP"]
-        text = json.dumps({"records": dict(sorted(records.items()))}, indent=1)
+        text = json.dumps({"records": compute_dns_records(pods, services)}, indent=1)
         if not self.dns_file.exists() or self.dns_file.read_text() != text:
             tmp = self.dns_file.with_suffix(".tmp")
             tmp.write_text(text)
@@ -329,7 +316,32 @@ class Runner:
                 with contextlib.suppress(ValueError):
                     if ipaddress.ip_address(ip) not in LOOPBACK:
                         continue
-                    self.relays[ip] = await asyncio.start_server(lambda r, w: _relay(r, w, kwok), ip, port)
+                    self.relays[ip] = await asyncio.start_server(lambda r, w: relay(r, w, kwok), ip, port)
+
+    def _start_hub(self) -> None:
+        """The cluster's hub; without it download pods fail (retryably) instead of leaving the machine."""
+        try:
+            hub = Hub(self.dir / "hub")
+            commits = build_cluster_repos(hub.mirrors)
+            hub.start(die_with_parent=True)
+        except Exception as exc:
+            say(f"hub not started, download pods will fail: {exc}")
+            return
+        self.hub = hub
+        info = {"endpoint": hub.endpoint, "pid": hub.proc.pid if hub.proc else None, "repos": commits}
+        (self.work / "hub.json").write_text(json.dumps(info, indent=1))
+        say(f"hub {hub.endpoint} serving {', '.join(sorted(commits))}")
+
+    async def _pass(self, last_nodes: float) -> float:
+        if time.monotonic() - last_nodes > 5:
+            await self._relays(await asyncio.to_thread(self._list, "nodes"))
+            last_nodes = time.monotonic()
+        pods, services = await asyncio.gather(
+            asyncio.to_thread(self._list, "pods"), asyncio.to_thread(self._list, "services")
+        )
+        patches = self.tick(pods, services)  # here, in the main thread: it forks the processes
+        await asyncio.gather(*(asyncio.to_thread(self._patch_status, p, s) for p, s in patches))
+        return last_nodes
 
     async def run(self) -> None:
         self.api = self._client()
@@ -337,46 +349,37 @@ class Runner:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        self._start_hub()
         say(f"watching pods of {self.dir.name}; kubelet port {self.state['ports']['kubelet']} relayed to kwok")
         ready_file = self.work / "ready"
         last_nodes = 0.0
+        outage: str | None = None
         try:
             while not stop.is_set():
-                if time.monotonic() - last_nodes > 5:
-                    await self._relays(await asyncio.to_thread(self._list, "nodes"))
-                    last_nodes = time.monotonic()
-                pods, services = await asyncio.gather(
-                    asyncio.to_thread(self._list, "pods"), asyncio.to_thread(self._list, "services")
-                )
-                patches = self.tick(pods, services)  # here, in the main thread: it forks the processes
-                await asyncio.gather(*(asyncio.to_thread(self._patch_status, p, s) for p, s in patches))
-                ready_file.touch()
+                try:
+                    last_nodes = await self._pass(last_nodes)
+                except Exception as exc:
+                    # The API server restarting (or a request failing) is not the node's end: its
+                    # processes keep running, and the next pass picks up where this one stopped.
+                    why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    if outage is None:
+                        say(f"API server unreachable or refusing ({why}); pods keep running, retrying")
+                    outage = why
+                else:
+                    if outage is not None:
+                        say("API server reachable again; resuming")
+                        outage = None
+                    ready_file.touch()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), TICK)
+                    await asyncio.wait_for(stop.wait(), TICK if outage is None else 1.0)
         finally:
             for uid in list(self.pods):
                 self._stop_pod(uid, "runner stopping")
             for server in self.relays.values():
                 server.close()
+            if self.hub is not None:
+                self.hub.stop()
             say("stopped")
-
-
-async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
-    try:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        writer.close()
-        return
-
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ConnectionError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        with contextlib.suppress(OSError, RuntimeError):
-            dst.close()
-
-    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from devtools.router import process_tcp_sockets
 
+TERMINATION_MESSAGE_LIMIT = 4096  # the kubelet's cap on a termination message
 FIRST_RESTART_DELAY = 1.0  # the kubelet restarts a container that died for the first time at once
 BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET = 10.0, 300.0, 600.0
 STOP_GRACE = 5.0
@@ -111,6 +112,9 @@ class ContainerRun:
     started: bool = False
     ready: bool = False
     probes: dict[str, Probe] = field(default_factory=dict)
+    # Where the process leaves its termination message (the container's terminationMessagePath,
+    # mapped); None when the runner does not map one for this kind of container.
+    termination_file: Path | None = None
 
     @property
     def name(self) -> str:
@@ -127,6 +131,8 @@ class ContainerRun:
     def start(self, pod: Obj) -> None:
         argv, env = self.launch(pod)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.termination_file is not None:
+            self.termination_file.unlink(missing_ok=True)  # a restart's message is its own
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -225,6 +231,9 @@ class ContainerRun:
             "finishedAt": now_rfc3339(),
             "containerID": f"standin://{self.proc.pid if self.proc else 0}",
         }
+        message = self._termination_message(code)
+        if message:
+            state["message"] = message
         say(f"container {self.name} exited with code {code}")
         self.proc = None
         self.started = self.ready = False
@@ -238,6 +247,19 @@ class ContainerRun:
         self.restarts += 1
         self.last_terminated = state
         self.restart_at = now + delay
+
+    def _termination_message(self, code: int) -> str:
+        """The file's text, as the kubelet reads terminationMessagePath; with policy
+        FallbackToLogsOnError and no message, the log's tail after a failure."""
+        text = ""
+        if self.termination_file is not None:
+            with contextlib.suppress(OSError):
+                text = self.termination_file.read_bytes()[:TERMINATION_MESSAGE_LIMIT].decode(errors="replace")
+        if not text and code != 0 and self.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            with contextlib.suppress(OSError):
+                lines = self.log_path.read_text(errors="replace").splitlines()[-80:]
+                text = "\n".join(line.split(" ", 3)[-1] for line in lines)[-2048:]
+        return text
 
     def _rotate_log(self) -> None:
         if self.log_path.exists():

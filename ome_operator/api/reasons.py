@@ -72,6 +72,7 @@ ENGINE_ARGS_REFUSED = "EngineArgsRefused"
 ALL_NODES_READY = "AllNodesReady"
 DOWNLOADING = "Downloading"
 DOWNLOAD_FAILED = "DownloadFailed"
+DOWNLOAD_RETRY_SCHEDULED = "DownloadRetryScheduled"
 NO_TARGET_NODES = "NoTargetNodes"
 INVALID_STORAGE = "InvalidStorage"
 DOWNLOAD_NAMESPACE_MISSING = "DownloadNamespaceMissing"
@@ -248,6 +249,14 @@ CATALOG: tuple[ReasonDoc, ...] = (
         "False",
         "a node's download Job failed; the message carries its reason",
         "`ome-operator explain clusterbasemodel NAME`",
+    ),
+    ReasonDoc(
+        DOWNLOADED,
+        DOWNLOAD_RETRY_SCHEDULED,
+        "False",
+        "a node's download Job used up its retries on a failure that is not permanent; it is recreated "
+        "after an exponential delay the message states",
+        "wait, or fix what the message names (hub down, throttled)",
     ),
     ReasonDoc(
         DOWNLOADED,

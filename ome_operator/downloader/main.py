@@ -45,6 +45,7 @@ from ome_operator.downloader.metadata import ModelFormatError
 from ome_operator.downloader.pipeline import DeliveryError, HfRequest, download_hf, validate_mounted
 from ome_operator.downloader.progress import Progress, Reporter
 from ome_operator.downloader.report import Redactor, configure_logging, env_token, write_termination_message
+from ome_operator.downloader.reuse import seed_from
 from ome_operator.downloader.stores import StoreRequest, download_store, store_secrets
 
 LOG = logging.getLogger("ome_operator.downloader")
@@ -74,6 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--stall-timeout", type=float, default=60.0, help="give up on a connection silent this long")
     parser.add_argument("--max-retries", type=int, default=10, help="retries per file and per hub call")
+    parser.add_argument(
+        "--reuse-from",
+        type=Path,
+        help="hf: another model's verified copy on this node; identical files are linked, not fetched",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -168,7 +174,12 @@ def _deliver(args: argparse.Namespace, token: str | None, progress: Progress) ->
         max_retries=args.max_retries,
         user_agent=_user_agent(),
     )
-    return download_hf(request, progress)
+    if args.reuse_from is None:
+        return download_hf(request, progress)
+    seeded = seed_from(args.reuse_from, args.dest, uri.repo_id)
+    result = download_hf(request, progress)
+    # Seeded files that verified count as reused; the rest were fetched again.
+    return {**result, "reusedFrom": str(args.reuse_from), "filesSeeded": seeded.files, "bytesSeeded": seeded.bytes}
 
 
 def hub_endpoint() -> str:

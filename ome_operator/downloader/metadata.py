@@ -5,7 +5,12 @@ quantization and size), so they come from the files themselves, never from the m
 - architecture, model_type, dtype, max context and transformers version from config.json;
 - the quantization method from `quantization_config` (normalised to OME's words, e.g. `fp8`);
 - the parameter count as the sum of the element counts of every tensor in the safetensors
-  headers (the same total the hub reports), read with one small read per file.
+  headers (the same total the hub reports), read with one small read per file; for an
+  architecture whose size follows from its config.json (DeepSeek-V3 and the models built on it,
+  such as Kimi K2: MLA attention and routed experts), the count the config implies is the model's
+  parameter count, and the headers' sum is reported beside it as what these files hold. The two
+  agree on a real checkpoint (Kimi K2: 1.026T from either); they differ for a reduced-size
+  stand-in such as the local hub's, whose config is Kimi K2's but whose shards hold a few MB.
 A safetensors header is also a cheap integrity check for copies that were not downloaded by us
 (local://, pvc://): its offsets must account for exactly the file's size.
 """
@@ -93,6 +98,8 @@ class ModelMetadata:
     model_type: str | None = None
     architecture: str | None = None
     parameter_count: int | None = None
+    weights_parameter_count: int | None = None  # the safetensors headers' sum
+    parameter_source: str | None = None  # "config.json" or "safetensors"
     dtype: str | None = None
     tensor_dtypes: dict[str, int] = field(default_factory=dict)
     quantization: str | None = None
@@ -108,6 +115,8 @@ class ModelMetadata:
             "modelFormat": {"name": self.format_name, "version": "1.0.0"} if self.format_name else None,
             "modelParameterSize": format_parameter_size(self.parameter_count),
             "parameterCount": self.parameter_count,
+            "weightsParameterCount": self.weights_parameter_count,
+            "parameterSource": self.parameter_source,
             "dtype": self.dtype,
             "quantization": self.quantization,
             "maxTokens": self.max_tokens,
@@ -148,6 +157,45 @@ def _first(config: dict[str, Any], *keys: str) -> Any:
             if isinstance(source, dict) and source.get(key) is not None:
                 return source[key]
     return None
+
+
+_DEEPSEEK_V3_KEYS = (
+    "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
+    "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+    "n_routed_experts", "moe_intermediate_size",
+)  # fmt: skip
+
+
+def config_parameter_count(config: dict[str, Any]) -> int | None:
+    """The parameter count a DeepSeek-V3-style config (MLA + routed experts) implies, or None.
+
+    Per layer: MLA attention (q through a low-rank projection when q_lora_rank is set, the shared
+    compressed KV, the output projection) and two norms; the first `first_k_dense_replace` layers
+    have a dense MLP, the others every routed and shared expert (gate, up, down) plus the router
+    and its score-correction bias. Then embeddings, the final norm and an untied LM head.
+    """
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    assert isinstance(text, dict)
+    architectures = config.get("architectures") or text.get("architectures") or []
+    if "DeepseekV3ForCausalLM" not in architectures:
+        return None
+    if not all(isinstance(text.get(k), int) and text[k] > 0 for k in _DEEPSEEK_V3_KEYS):
+        return None
+    h, layers, heads = text["hidden_size"], text["num_hidden_layers"], text["num_attention_heads"]
+    nope, rope, v = text["qk_nope_head_dim"], text["qk_rope_head_dim"], text["v_head_dim"]
+    kv_rank, q_rank = text["kv_lora_rank"], text.get("q_lora_rank")
+    if isinstance(q_rank, int) and q_rank > 0:
+        q = h * q_rank + q_rank + q_rank * heads * (nope + rope)
+    else:
+        q = h * heads * (nope + rope)
+    attention = q + h * (kv_rank + rope) + kv_rank + kv_rank * heads * (nope + v) + heads * v * h + 2 * h
+    experts, shared = text["n_routed_experts"], int(text.get("n_shared_experts") or 0)
+    moe = (experts + shared) * 3 * h * text["moe_intermediate_size"] + experts * h + experts
+    dense_layers = min(int(text.get("first_k_dense_replace") or 0), layers)
+    dense = 3 * h * text["intermediate_size"]
+    heads_out = 1 if text.get("tie_word_embeddings") else 2
+    total = layers * attention + dense_layers * dense + (layers - dense_layers) * moe
+    return int(total + heads_out * text["vocab_size"] * h + h)
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -203,5 +251,9 @@ def extract_metadata(model_dir: Path) -> ModelMetadata:
             for t in read_safetensors_header(path):
                 total += t.numel
                 meta.tensor_dtypes[t.dtype] = meta.tensor_dtypes.get(t.dtype, 0) + t.numel
-        meta.parameter_count = total
+        meta.weights_parameter_count = meta.parameter_count = total
+        meta.parameter_source = "safetensors"
+    implied = config_parameter_count(config)
+    if implied is not None:
+        meta.parameter_count, meta.parameter_source = implied, "config.json"
     return meta

@@ -25,6 +25,9 @@ ENV_HELP = """environment variables (each flag's default comes from its variable
   OME_OPERATOR_NAMESPACE  namespace of cluster-model download Jobs (default: ome)
   OME_IMAGE               image that runs the download Jobs (the operator's own image)
   OME_HF_ENDPOINT         hub endpoint passed to download Jobs as HF_ENDPOINT
+  OME_DOWNLOAD_BACKOFF_LIMIT   pod retries of a download Job before it fails (default 6)
+  OME_DOWNLOAD_RETRY_DELAY     seconds before a failed download Job is recreated, doubling (default 30)
+  OME_DOWNLOAD_SLOTS_PER_NODE  download Jobs a node runs at once (default 2)
   OME_PEERING             kopf peering name; two replicas with the same name elect one active
   OME_PEERING_PRIORITY    this replica's peering priority (default: random)
   OME_HEALTH_LISTEN       HOST:PORT serving /healthz, /readyz and /metrics
@@ -88,6 +91,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image", default=env("OME_IMAGE", Settings.image), help="image of the download Jobs")
     parser.add_argument("--hf-endpoint", default=env("OME_HF_ENDPOINT"), help="hub endpoint for download Jobs")
+    parser.add_argument(
+        "--download-backoff-limit",
+        type=int,
+        default=int(env("OME_DOWNLOAD_BACKOFF_LIMIT", str(Settings.download_backoff_limit))),
+        help="pod retries of a download Job before it fails",
+    )
+    parser.add_argument(
+        "--download-retry-delay",
+        type=float,
+        default=float(env("OME_DOWNLOAD_RETRY_DELAY", str(Settings.download_retry_base_seconds))),
+        help="seconds before a failed download Job is recreated; doubles per attempt (max 30 min)",
+    )
+    parser.add_argument(
+        "--download-slots-per-node",
+        type=int,
+        default=int(env("OME_DOWNLOAD_SLOTS_PER_NODE", str(Settings.download_slots_per_node))),
+        help="download Jobs a node runs at once; one is kept for models an InferenceService waits for",
+    )
     parser.add_argument("--peering", default=env("OME_PEERING"), help="kopf peering name for HA (default: standalone)")
     parser.add_argument(
         "--peering-priority",
@@ -181,7 +202,14 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_format, args.log_level)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
-    settings = Settings(operator_namespace=args.operator_namespace, image=args.image, hf_endpoint=args.hf_endpoint)
+    settings = Settings(
+        operator_namespace=args.operator_namespace,
+        image=args.image,
+        hf_endpoint=args.hf_endpoint,
+        download_backoff_limit=args.download_backoff_limit,
+        download_retry_base_seconds=args.download_retry_delay,
+        download_slots_per_node=max(args.download_slots_per_node, 1),
+    )
     api = load_api_client(args.kubeconfig)
     scopes = cache_scopes(args.namespace, settings.operator_namespace)
     # Its own connection pool: every scope's watch holds one connection for minutes at a time.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ome_operator.api import BaseModel, ClusterBaseModel
+from ome_operator.api import ClusterBaseModel
 from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
 from ome_operator.api.reasons import Cond
@@ -21,10 +21,22 @@ from ome_operator.kube.client import ApiException, Kube
 from ome_operator.kube.resources import MODEL_CHILD_KINDS
 from ome_operator.render import names
 from ome_operator.render.context import Settings
-from ome_operator.render.download import ModelContext, check_model_storage, render_model
+from ome_operator.render.download import (
+    ModelContext,
+    check_model_storage,
+    render_model,
+)
 from ome_operator.status.model import ModelFactsObserved, NodeDownload, compute_model_status
 
 from .children import apply_children, list_children
+from .download_policy import compute_retry_message, parse_time
+from .model_downloads import (
+    parse_model,
+    read_termination_summary,
+    resolve_held_nodes,
+    resolve_retry_plans,
+    resolve_reuse_sources,
+)
 from .nodes import apply_node_labels, resolve_target_nodes
 from .status import describe_api_error, write_status
 
@@ -41,12 +53,6 @@ class ModelOutcome:
 
 Obj = dict[str, Any]
 STATUS_ATTEMPTS = 3
-
-
-def parse_model(raw: Obj) -> AnyModel:
-    if raw["kind"] == "ClusterBaseModel":
-        return ClusterBaseModel.model_validate(raw)
-    return BaseModel.model_validate(raw)
 
 
 def ready_label(model: AnyModel) -> str:
@@ -70,24 +76,6 @@ def job_phase(job: Obj | None) -> tuple[str, str]:
     return "Pending", ""
 
 
-def read_termination_summary(pods: list[Obj], job_name: str) -> Obj | None:
-    """The JSON summary the downloader leaves as its container's termination message."""
-    for pod in pods:
-        if (pod["metadata"].get("labels") or {}).get("job-name") != job_name:
-            continue
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            message = ((cs.get("state") or {}).get("terminated") or {}).get("message")
-            if not message:
-                continue
-            try:
-                summary = json.loads(message)
-            except ValueError:
-                continue
-            if isinstance(summary, dict):
-                return summary
-    return None
-
-
 def compute_metadata(summary: Obj) -> Obj:
     """Map the downloader's summary onto status.metadata (only facts, never credentials)."""
     found = summary.get("metadata")
@@ -108,6 +96,15 @@ def compute_metadata(summary: Obj) -> Obj:
         "files": summary.get("files"),
     }
     return {k: v for k, v in mapping.items() if v is not None}
+
+
+def compute_failure_message(summary: Obj | None, job_message: str) -> str:
+    """The downloader's own error (from its termination message) first, then the Job's verdict."""
+    error = (summary or {}).get("error")
+    if not isinstance(error, str) or not error:
+        return job_message
+    kind = "permanent" if (summary or {}).get("permanent") else "retries exhausted"
+    return f"{error} ({kind}; {job_message})" if job_message else error
 
 
 def list_referencing_services(kube: Kube, model: AnyModel) -> list[str]:
@@ -167,9 +164,16 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
         path, _, message = storage_problem.partition(": ")
         problem = Cond(R.DOWNLOADED, False, R.INVALID_STORAGE, message, path)
         targets = []
-    desired = render_model(model, targets, settings)
-    selector = f"{names.LABEL_MODEL}={mctx.labels()[names.LABEL_MODEL]}"
+    this_label = mctx.labels()[names.LABEL_MODEL]
+    selector = f"{names.LABEL_MODEL}={this_label}"
     existing = list_children(kube, MODEL_CHILD_KINDS, mctx.namespace, selector)
+    pods = kube.list("Pod", mctx.namespace, selector) if any(o["kind"] == "Job" for o in existing) else []
+    clock = parse_time(now())
+    reuse = resolve_reuse_sources(kube, mctx, targets, existing)
+    plans = resolve_retry_plans(mctx, targets, existing, pods, clock, reuse)
+    held = resolve_held_nodes(kube, mctx, [n for n in targets if n not in plans], this_label)
+    attempts = {n: p.attempt for n, p in plans.items()}
+    desired = render_model(model, [n for n in targets if n not in held], settings, attempts, reuse)
     try:
         result = apply_children(kube, desired, existing, model.metadata.uid or "")
     except ApiException as exc:
@@ -186,7 +190,8 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
     }
     progress_cm = next((o for o in live.values() if o["kind"] == "ConfigMap"), None)
     progress_data = (progress_cm or {}).get("data") or {}
-    pods = kube.list("Pod", mctx.namespace, selector) if jobs else []
+    if result is not None and result.applied:
+        pods = kube.list("Pod", mctx.namespace, selector) if jobs else []
 
     downloads = []
     metadata = None
@@ -202,7 +207,15 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
         if phase == "Succeeded" and metadata is None and job is not None:
             summary = read_termination_summary(pods, job["metadata"]["name"])
             metadata = compute_metadata(summary) if summary else None
-        downloads.append(NodeDownload(node, phase, message, progress))
+        if phase == "Failed" and job is not None:
+            message = compute_failure_message(read_termination_summary(pods, job["metadata"]["name"]), message)
+        plan = plans.get(node)
+        retrying = plan is not None and plan.due_at is not None and phase == "Failed"
+        if retrying and plan is not None:
+            message = f"{message}; {compute_retry_message(plan, clock)}"
+        if node in held:
+            message = held[node]
+        downloads.append(NodeDownload(node, phase, message, progress, retry_scheduled=retrying))
 
     label = ready_label(model)
     wanted: dict[str, str | None] = {

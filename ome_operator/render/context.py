@@ -29,6 +29,8 @@ class Settings:
     models_root: str = DEFAULT_MODELS_ROOT
     download_workers: int = 8
     download_backoff_limit: int = 6
+    download_retry_base_seconds: float = 30.0  # delay before recreating a Job that used up its retries
+    download_slots_per_node: int = 2  # download Jobs a node runs at once (one kept for serving demand)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ DOWNLOAD_USER = 65532
 # `ome-operator download` exits 3 when retrying cannot help (bad URI, no access, refused format).
 EXIT_PERMANENT = 3
 PVC_MOUNT = "/mnt/pvc"
+ATTEMPT_ANNOTATION = "ome.io/download-attempt"
+REUSE_MOUNT = "/mnt/reuse"  # downloadPolicy ReuseIfExists: another model's copy on the node, read-only
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,23 @@ def download_source(mctx: ModelContext) -> str:
     return f"{mctx.storage.storage_uri}|{model_path(mctx.model, mctx.settings)}"
 
 
-def render_download_job(mctx: ModelContext, node: str) -> Obj:
+def download_job_name(mctx: ModelContext, node: str, attempt: int = 1, reuse_from: str | None = None) -> str:
+    """Attempt k > 1 (a Job recreated after using up its retries) and a Job reusing another model's
+    copy (its pod template differs) get names of their own."""
+    source = download_source(mctx) + (f"#attempt-{attempt}" if attempt > 1 else "")
+    source += f"|reuse={reuse_from}" if reuse_from else ""
+    return names.download_job_name(mctx.model.name, node, source)
+
+
+def reuse_source_of(job: Obj) -> str | None:
+    """The host path a rendered download Job reuses files from, if any."""
+    for volume in (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes") or []:
+        if volume.get("name") == "reuse" and volume.get("hostPath"):
+            return str(volume["hostPath"]["path"])
+    return None
+
+
+def render_download_job(mctx: ModelContext, node: str, attempt: int = 1, reuse_from: str | None = None) -> Obj:
     settings = mctx.settings
     storage = mctx.storage
     uri = parse_storage_uri(storage.storage_uri)
@@ -176,6 +194,8 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
     ]
     if mctx.model.spec.allow_pickle:
         args.append("--allow-pickle")
+    if reuse_from:
+        args += ["--reuse-from", REUSE_MOUNT]
     env: list[Obj] = []
     if settings.hf_endpoint:
         env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
@@ -197,6 +217,7 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "volumeMounts": [
             {"name": "models", "mountPath": dest, **({"readOnly": True} if in_place else {})},
             {"name": "tmp", "mountPath": "/tmp"},
+            *([{"name": "reuse", "mountPath": REUSE_MOUNT, "readOnly": True}] if reuse_from else []),
         ],
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
         "securityContext": restricted,
@@ -244,14 +265,18 @@ def render_download_job(mctx: ModelContext, node: str) -> Obj:
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         **({"initContainers": init} if init else {}),
         "containers": [container],
-        "volumes": [models_volume, {"name": "tmp", "emptyDir": {}}],
+        "volumes": [
+            models_volume,
+            {"name": "tmp", "emptyDir": {}},
+            *([{"name": "reuse", "hostPath": {"path": reuse_from, "type": "Directory"}}] if reuse_from else []),
+        ],
     }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            **mctx.metadata(names.download_job_name(mctx.model.name, node, download_source(mctx)), node_labels),
-            "annotations": {"ome.io/node": node},
+            **mctx.metadata(download_job_name(mctx, node, attempt, reuse_from), node_labels),
+            "annotations": {"ome.io/node": node, **({ATTEMPT_ANNOTATION: str(attempt)} if attempt > 1 else {})},
         },
         "spec": {
             "backoffLimit": settings.download_backoff_limit,
@@ -284,12 +309,24 @@ def check_model_storage(model: AnyModel) -> str | None:
     return None
 
 
-def render_model(model: AnyModel, nodes: list[str], settings: Settings) -> list[Obj]:
-    """Everything a model needs on the cluster: progress access, then one Job per target node.
+def render_model(
+    model: AnyModel,
+    nodes: list[str],
+    settings: Settings,
+    attempts: dict[str, int] | None = None,
+    reuse: dict[str, str] | None = None,
+) -> list[Obj]:
+    """Everything a model needs on the cluster: progress access, then one Job per target node
+    (`attempts`: the attempt each node's Job is at, 1 when not given; `reuse`: node -> another
+    model's directory there to take identical files from, for downloadPolicy ReuseIfExists).
 
     A model whose storage cannot be used (check_model_storage) gets nothing.
     """
     if check_model_storage(model) is not None:
         return []
     mctx = ModelContext(model, settings)
-    return [*render_download_access(mctx), *(render_download_job(mctx, node) for node in sorted(nodes))]
+    jobs = [
+        render_download_job(mctx, node, (attempts or {}).get(node, 1), (reuse or {}).get(node))
+        for node in sorted(nodes)
+    ]
+    return [*render_download_access(mctx), *jobs]

@@ -25,6 +25,7 @@ class NodeDownload:
     phase: str  # Pending, Running, Succeeded, Failed
     message: str = ""
     progress: Obj | None = None
+    retry_scheduled: bool = False  # failed, and its Job is recreated later (the message says when)
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,18 @@ def compute_model_status(facts: ModelFactsObserved, previous: Obj | None, now: s
         downloaded = Cond(R.DOWNLOADED, True, R.ALL_NODES_READY, f"{verb} on {target}/{target} nodes")
     elif failed:
         details = "; ".join(f"{n.node}: {n.message or 'failed'}" for n in facts.nodes if n.phase == "Failed")
-        downloaded = Cond(R.DOWNLOADED, False, R.DOWNLOAD_FAILED, f"{len(failed)}/{target} nodes failed: {details}")
+        retrying = all(n.retry_scheduled for n in facts.nodes if n.phase == "Failed")
+        reason = R.DOWNLOAD_RETRY_SCHEDULED if retrying else R.DOWNLOAD_FAILED
+        downloaded = Cond(R.DOWNLOADED, False, reason, f"{len(failed)}/{target} nodes failed: {details}")
     else:
+        # A node whose Job is not created yet says why (e.g. queued behind other downloads).
+        waiting = "; ".join(f"{n.node}: {n.message}" for n in facts.nodes if n.phase == "Pending" and n.message)
         downloaded = Cond(
             R.DOWNLOADED,
             False,
             R.DOWNLOADING,
-            f"{len(ready)}/{target} nodes ready, {compute_progress_summary(facts.nodes)} transferred",
+            f"{len(ready)}/{target} nodes ready, {compute_progress_summary(facts.nodes)} transferred"
+            + (f"; {waiting}" if waiting else ""),
         )
     conditions = [Cond(R.READY, downloaded.status, downloaded.reason, downloaded.message, downloaded.path), downloaded]
     if facts.referenced_by:

@@ -1,4 +1,5 @@
-"""`make demo` ends with the seed walkthrough's reply, and `make demo-down` leaves nothing running.
+"""`make demo` downloads OME's Kimi K2 on all 16 nodes for real, matches the runtime on the metadata
+read from the files, ends with the seed walkthrough's reply, and `make demo-down` leaves nothing running.
 
 Runs what the Makefile targets run (`python -m devtools.demo up` / `down`) on a cluster of its own
 (OME_DEMO_NAME), so a developer's own `make demo` cluster is left alone.
@@ -50,6 +51,14 @@ def test_demo_prints_the_reply_and_demo_down_stops_everything(cluster: object) -
         print("\n".join(up.stdout.splitlines()[-30:]))
         assert up.returncode == 0, up.stderr[-3000:]
         assert "Forwarding from 127.0.0.1:8080 -> 8080" in up.stdout
+        # 16 real downloads from the cluster's hub, each node's copy checked against the hub's sha256.
+        assert "on 16/16 nodes; 16/16 copies verified here against the hub's sha256" in up.stdout, up.stdout[-3000:]
+        facts = next(line for line in up.stdout.splitlines() if "read from the files:" in line)
+        for fact in ("architecture DeepseekV3ForCausalLM", "modelType kimi_k2", "parameterSize 1.03T",
+                     "parameterCount 1026408232448", "quantization fp8", "maxTokens 131072"):  # fmt: skip
+            assert fact in facts, facts
+        # OME's runtime matched on the metadata read from the files, not accepted provisionally.
+        assert "RuntimeResolved=True RuntimeNamed: ClusterServingRuntime srt-kimi-k2-pd named" in up.stdout
         assert '"text": "[stand-in SGLang engine, not a model: pod kimi-k2-instruct-decoder-0-0' in up.stdout
         assert (
             "served by decode pod kimi-k2-instruct-decoder-0-0 after fetching bootstrap room" in up.stdout
