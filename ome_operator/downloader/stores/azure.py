@@ -72,7 +72,7 @@ class AzureStore:
         self.sas = (optional_env("AZURE_STORAGE_SAS_TOKEN") or "").lstrip("?") or None
         if secret and not self.key and not self.sas:
             raise CredentialsMissing(
-                f"credential missing: Secret {secret} has neither data key 'AZURE_STORAGE_KEY' nor "
+                f"credential missing: Secret {secret} does not exist or has neither data key 'AZURE_STORAGE_KEY' nor "
                 "'AZURE_STORAGE_SAS_TOKEN' (both env vars are empty); add one of them to the Secret, or fix spec.storage.key"
             )
 

@@ -159,8 +159,8 @@ def require_env(name: str, secret: str | None, data_key: str) -> str:
         return value
     if secret:
         raise CredentialsMissing(
-            f"credential missing: Secret {secret} has no data key {data_key!r} (env {name} is empty); "
-            f"add the key to the Secret, or fix spec.storage.key"
+            f"credential missing: Secret {secret} or its data key {data_key!r} does not exist (env {name} is "
+            "empty); create the Secret with that key, or fix spec.storage.key"
         )
     raise CredentialsMissing(
         f"credential missing: env {name} is empty and spec.storage.key names no Secret; "
