@@ -248,6 +248,7 @@ class AzureUploader:
 class Faults:
     stall_after: dict[str, int] = field(default_factory=dict)  # object name suffix -> bytes, then silence
     corrupt: set[str] = field(default_factory=set)  # object name suffixes whose bytes are altered
+    unavailable: dict[str, int] = field(default_factory=dict)  # object name suffix -> GETs answered 503
     sent: dict[str, int] = field(default_factory=dict)  # object name suffix -> body bytes relayed
     ranges: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header) of every GET
 
@@ -310,6 +311,17 @@ class FaultFront:
                     front.faults.ranges.append(
                         (self.path, self.headers.get("range") or self.headers.get("x-ms-range") or "")
                     )
+                    busy = front._match(self.path, list(front.faults.unavailable)) if method == "GET" else None
+                    if busy and front.faults.unavailable[busy] > 0:
+                        front.faults.unavailable[busy] -= 1
+                    else:
+                        busy = None
+                if busy:
+                    self.send_response(503)
+                    self.send_header("retry-after", "1")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 with httpx.Client(timeout=60) as client, client.stream(method, url, headers=headers) as up:
                     self.send_response(up.status_code)
                     for k, v in up.headers.items():

@@ -23,6 +23,7 @@ import pytest
 from devtools.fixtures import deepseek_like_config, safetensors_bytes, tiny_shards
 from devtools.stores import FaultFront
 from tests.downloader.conftest import REPO_ROOT, Outcome, run_download
+from tests.downloader.servers import FakeKubeApi
 
 BIG = "model-00001-of-00003.safetensors"
 SECRET = "models/store-creds"  # the Secret's name as the Job's environment gives it
@@ -83,10 +84,21 @@ def assert_identical(dest: Path, files: dict[str, bytes]) -> None:
         assert (dest / name).read_bytes() == data, name
 
 
-def check_clean_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: StoreCase) -> None:
+def check_clean_download(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: StoreCase, kube_api: FakeKubeApi
+) -> None:
     dest = tmp_path / "model"
-    out = download(monkeypatch, tmp_path, case, _env_for(case, case.endpoint), "--dest", str(dest))
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+    progress = ("--progress-configmap", "ome/dl-tiny-node-1", "--kubeconfig", str(kubeconfig), "--node-name", "node-1")
+    out = download(monkeypatch, tmp_path, case, _env_for(case, case.endpoint), "--dest", str(dest), *progress)
     assert out.code == 0, out.log
+    # Progress is published like hf://'s: the node's key of the model's ConfigMap, ending Succeeded.
+    snapshot = json.loads(kube_api.configmaps[("ome", "dl-tiny-node-1")]["data"]["node-1"])
+    total = sum(len(d) for d in case.files.values())
+    assert snapshot["phase"] == "Succeeded" and snapshot["completedBytes"] == snapshot["totalBytes"] == total
+    assert snapshot["completedFiles"] == len(case.files) and snapshot["bytesTransferred"] == total
+    for value in case.secret_values:
+        assert all(value not in body.decode() for _, _, _, body in kube_api.requests)
     assert_identical(dest, case.files)
     assert out.termination is not None
     assert out.termination["files"] == len(case.files)
@@ -165,6 +177,22 @@ def check_corrupted_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cas
     assert "mismatch" in out.termination["error"]
     assert not (dest / BIG).exists()
     assert not (dest / ".ome-download" / "partial" / BIG).exists(), "bytes that failed verification are discarded"
+
+
+def check_transient_errors_are_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: StoreCase) -> None:
+    dest = tmp_path / "model"
+    front = case.make_front().start()
+    front.faults.unavailable[BIG] = 2
+    try:
+        out = download(
+            monkeypatch, tmp_path, case, _env_for(case, front.endpoint), "--dest", str(dest), "--max-retries", "3"
+        )
+    finally:
+        front.stop()
+    assert out.code == 0, out.log
+    assert front.faults.unavailable[BIG] == 0
+    assert "HTTP 503" in out.log and "server asked to retry after 1s" in out.log and "retry 2/3" in out.log
+    assert_identical(dest, case.files)
 
 
 def check_missing_credential(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: StoreCase) -> None:

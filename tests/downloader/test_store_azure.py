@@ -9,6 +9,7 @@ import pytest
 
 from devtools.stores import AZURITE_ACCOUNT, AZURITE_KEY, AzureUploader, FaultFront, azurite
 from tests.downloader import store_cases as cases
+from tests.downloader.servers import FakeKubeApi
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,14 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cases.StoreCase]:
         )
 
 
-def test_clean_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase) -> None:
-    cases.check_clean_download(monkeypatch, tmp_path, case)
+def test_clean_download(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase, kube_api: FakeKubeApi
+) -> None:
+    cases.check_clean_download(monkeypatch, tmp_path, case, kube_api)
+
+
+def test_transient_errors_are_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase) -> None:
+    cases.check_transient_errors_are_retried(monkeypatch, tmp_path, case)
 
 
 def test_resume_after_kill(tmp_path: Path, case: cases.StoreCase) -> None:

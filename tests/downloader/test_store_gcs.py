@@ -9,6 +9,7 @@ import pytest
 
 from devtools.stores import FaultFront, GcsUploader, fake_gcs
 from tests.downloader import store_cases as cases
+from tests.downloader.servers import FakeKubeApi
 
 TOKEN = "gcs-test-token-value-3c1f"
 
@@ -33,8 +34,14 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cases.StoreCase]:
         )
 
 
-def test_clean_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase) -> None:
-    cases.check_clean_download(monkeypatch, tmp_path, case)
+def test_clean_download(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase, kube_api: FakeKubeApi
+) -> None:
+    cases.check_clean_download(monkeypatch, tmp_path, case, kube_api)
+
+
+def test_transient_errors_are_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase) -> None:
+    cases.check_transient_errors_are_retried(monkeypatch, tmp_path, case)
 
 
 def test_resume_after_kill(tmp_path: Path, case: cases.StoreCase) -> None:

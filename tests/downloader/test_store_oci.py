@@ -17,6 +17,7 @@ from ome_operator.api.storage_uri import parse_storage_uri
 from ome_operator.downloader.stores.common import StoreError
 from ome_operator.downloader.stores.s3 import S3Credentials, resolve_s3_endpoint
 from tests.downloader import store_cases as cases
+from tests.downloader.servers import FakeKubeApi
 
 ACCESS_KEY = "ocid1credentialtests0001"
 SECRET_KEY = "oci-customer-secret-key-value-1a2b3c4d"
@@ -53,8 +54,14 @@ def test_the_endpoint_is_oracles_s3_compatibility_endpoint_for_the_region() -> N
         resolve_s3_endpoint(uri, None, None)  # type: ignore[arg-type]
 
 
-def test_clean_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase) -> None:
-    cases.check_clean_download(monkeypatch, tmp_path, case)
+def test_clean_download(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase, kube_api: FakeKubeApi
+) -> None:
+    cases.check_clean_download(monkeypatch, tmp_path, case, kube_api)
+
+
+def test_transient_errors_are_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase) -> None:
+    cases.check_transient_errors_are_retried(monkeypatch, tmp_path, case)
 
 
 def test_resume_after_kill(tmp_path: Path, case: cases.StoreCase) -> None:

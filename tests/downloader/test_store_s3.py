@@ -10,6 +10,7 @@ import pytest
 from devtools.stores import FaultFront, S3Uploader, seaweedfs
 from ome_operator.downloader.stores.s3 import S3Credentials
 from tests.downloader import store_cases as cases
+from tests.downloader.servers import FakeKubeApi
 
 ACCESS_KEY = "AKIDTESTS3STORE00001"
 SECRET_KEY = "s3-test-secret-key-value-9f8e7d6c5b4a"
@@ -40,8 +41,14 @@ def case(server: str) -> cases.StoreCase:
     )
 
 
-def test_clean_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase) -> None:
-    cases.check_clean_download(monkeypatch, tmp_path, case)
+def test_clean_download(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase, kube_api: FakeKubeApi
+) -> None:
+    cases.check_clean_download(monkeypatch, tmp_path, case, kube_api)
+
+
+def test_transient_errors_are_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: cases.StoreCase) -> None:
+    cases.check_transient_errors_are_retried(monkeypatch, tmp_path, case)
 
 
 def test_resume_after_kill(tmp_path: Path, case: cases.StoreCase) -> None:
