@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from devtools.stores import FaultFront, S3Uploader, seaweedfs
-from ome_operator.downloader.stores.s3 import S3Credentials
+from ome_operator.api.storage_uri import ObjectStoreUri, parse_storage_uri
+from ome_operator.downloader.stores.calls import Calls
+from ome_operator.downloader.stores.s3 import S3Credentials, S3Store
 from tests.downloader import store_cases as cases
 from tests.downloader.servers import FakeKubeApi
 
@@ -100,3 +103,19 @@ def test_multipart_object_is_verified_by_its_composite_etag(
     cases.assert_identical(dest, files)
     assert out.termination is not None
     assert "s3-multipart-md5" in out.termination["verification"]
+
+
+def test_a_get_is_pinned_to_the_listed_etag(
+    monkeypatch: pytest.MonkeyPatch, case: cases.StoreCase, server: str
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    uri = parse_storage_uri(case.uri)
+    assert isinstance(uri, ObjectStoreUri)
+    store = S3Store(uri, server, None, cases.SECRET)
+    with httpx.Client() as client:
+        listed = {f.path: f for f in store.list_files(Calls(client, store.describe_status, 0))}
+        f = listed[cases.BIG]
+        assert client.send(store.get_request(f, 0)).status_code == 200
+        stale = type(f)(**{**f.__dict__, "version": "0" * 32})  # the ETag of some other content
+        assert client.send(store.get_request(stale, 0)).status_code == 412

@@ -131,7 +131,11 @@ class S3Store:
         return httpx.Request(method, url, headers=sign_v4(method, url, headers or {}, self.creds, self.region))
 
     def get_request(self, f: StoreFile, start: int) -> httpx.Request:
-        return self.request("GET", self.url(f.key), {"range": f"bytes={start}-"} if start else {})
+        # If-Match pins the content listed: an object replaced mid-download answers 412, not new bytes.
+        headers = {"if-match": f'"{f.version}"'}
+        if start:
+            headers["range"] = f"bytes={start}-"
+        return self.request("GET", self.url(f.key), headers)
 
     def describe_status(self, status: int, what: str) -> str:
         if status in (401, 403):
@@ -142,6 +146,8 @@ class S3Store:
             )
         if status == 404:
             return f"HTTP 404 for {what}: no such bucket or object in {self.name}"
+        if status == 412:
+            return f"HTTP 412 for {what}: the object changed since it was listed; the next run lists it again"
         return f"HTTP {status} for {what} from {self.name}"
 
     def list_files(self, calls: Calls) -> list[StoreFile]:
