@@ -58,7 +58,8 @@ def status_failure(store: Store, response: httpx.Response, what: str) -> Excepti
         return TransientError(f"HTTP {status} for {what}", parse_retry_after(response.headers.get("retry-after")))
     if status == 416:
         return TransientError(f"HTTP 416 for {what}: the store rejected the resume offset")
-    return ObjectFailed(what, store.describe_status(status, what), permanent=True)
+    # 412: the object changed since it was listed; a new run lists it again, so not permanent.
+    return ObjectFailed(what, store.describe_status(status, what), permanent=status != 412)
 
 
 class ObjectFetcher:
