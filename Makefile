@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export GOTOOLCHAIN := local
 
-.PHONY: install test lint unit integration crds golden charts sglang-flags cluster-bins cluster-up cluster-down \
+.PHONY: install test lint unit integration crds golden charts sglang-flags cluster-bins store-bins cluster-up cluster-down \
         hub-up hub-down demo demo-down bench bench-scale bench-download bench-fairness clean
 
 install: $(STAMP)
@@ -28,6 +28,11 @@ unit: install
 
 cluster-bins:
 	hack/build-cluster-bins.sh >/dev/null
+
+# The object-store servers of the storage-scheme tests (SeaweedFS, fake-gcs-server, Azurite); the
+# tests build them on first use, this only does it ahead of time.
+store-bins:
+	hack/build-stores.sh >/dev/null
 
 # Everything: lint, unit, golden, schema, sglang flag checks, and the integration suites on a
 # local control plane that the test session starts and stops itself.

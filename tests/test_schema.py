@@ -322,9 +322,9 @@ def test_cel_rules_sit_where_they_apply() -> None:
     assert "has(self.min) == has(self.max)" in runtime[".spec.modelSizeRange"][0]["rule"]
     storage = rules_at("ClusterBaseModel")[".spec.storage"]
     assert [r["fieldPath"] for r in storage] == [".storageUri", ".path", ".path"]
-    assert "^(hf|local|pvc)://" in storage[0]["rule"]
-    for scheme in ("oci", "s3", "gs", "az"):
-        assert f"{scheme}://" in storage[0]["message"], "the message says what is not served yet"
+    assert "^(hf|local|pvc|s3|oci|gs|az)://" in storage[0]["rule"]
+    for scheme in ("hf", "local", "pvc", "oci", "s3", "gs", "az"):
+        assert f"{scheme}://" in storage[0]["message"], "the message names every accepted form"
 
 
 def test_every_cel_rule_has_a_message_and_a_field_path_when_it_names_a_field() -> None:
@@ -741,12 +741,15 @@ CEL_CASES: list[tuple[str, str, Change, set[tuple[str, str]]]] = [
         (CBM, f"uri-{uri}", set_path("spec.storage.storageUri", uri), {("spec.storage.storageUri", STORAGE_MESSAGE)})
         for uri in (
             *("ftp://host/x", "hf://", "hf:/org/repo", "HF://org/repo", "/raid/models"),
-            *("oci://n/x/b/y/o/z", "s3://bucket/key", "gs://bucket/key", "az://container/key"),
+            *("oci://", "s3://", "gs://", "az://", "s3:/bucket/key"),
         )
     ],
     *[
         (CBM, f"uri-{uri}", set_path("spec.storage.storageUri", uri), set())
-        for uri in ("hf://org/repo@main", "local:///raid/models/kimi", "pvc://ns:claim/sub")
+        for uri in (
+            *("hf://org/repo@main", "local:///raid/models/kimi", "pvc://ns:claim/sub"),
+            *("oci://n/x/b/y/o/z", "s3://bucket/key", "gs://bucket/key", "az://account/container/key"),
+        )
     ],
 ]
 

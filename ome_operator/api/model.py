@@ -20,7 +20,7 @@ from .base import (
     desc,
 )
 from .pod import NodeAffinity
-from .storage_uri import SERVED_SCHEMES, SUPPORTED, UNSERVED_SCHEMES
+from .storage_uri import SERVED_SCHEMES, SUPPORTED
 
 MODEL_STATES = ("Creating", "Importing", "In_Transit", "In_Training", "Ready", "Failed")
 # A parameter count as OME writes and parses it: 7B, 1.03T, 500M (a bare number is a count).
@@ -77,10 +77,7 @@ class StorageSpec(OmeModel):
     rules = (
         Rule(
             cel=f"self.storageUri.matches('{STORAGE_URI_PATTERN}')",
-            message=(
-                f"unsupported storage URI: use one of {SUPPORTED} "
-                f"({', '.join(s + '://' for s in UNSERVED_SCHEMES)} are OME's but not served yet)"
-            ),
+            message=f"unsupported storage URI: use one of {SUPPORTED}",
             field_path=".storageUri",
             holds=lambda s: re.search(STORAGE_URI_PATTERN, s.storage_uri) is not None,
         ),
@@ -102,8 +99,8 @@ class StorageSpec(OmeModel):
     )
 
     storage_uri: str = desc(
-        f"Source of the weights: {SUPPORTED}. OME's oci://, s3://, gs:// and az:// are refused until "
-        "the downloader serves them."
+        f"Source of the weights: {SUPPORTED}. Object stores take credentials from the Secret named by "
+        "`key` (see the README's storage section)."
     )
     path: str | None = desc(
         "Absolute, normalized path where pods see the weights. For hf:// it is also where each node keeps "
@@ -113,10 +110,15 @@ class StorageSpec(OmeModel):
         default=None,
     )
     schema_path: str | None = desc("Path of a schema file inside the model (OME compatibility).", default=None)
-    parameters: dict[str, str] | None = desc("Provider parameters, e.g. secretKey, region.", default=None)
+    parameters: dict[str, str] | None = desc(
+        "Provider parameters: secretKey (hf:// token data key), region (s3://, oci://), endpoint (an "
+        "S3-compatible, GCS or Azure endpoint URL instead of the provider's own).",
+        default=None,
+    )
     key: str | None = desc(
-        "Name of a Secret holding the access token (data key `token`, or parameters.secretKey). "
-        "Pods reference it with secretKeyRef; the operator never reads it.",
+        "Name of a Secret holding credentials: hf:// the token (data key `token`, or parameters.secretKey); "
+        "s3:// and oci:// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; gs:// token; az:// "
+        "AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN. Jobs reference it with secretKeyRef; the operator never reads it.",
         default=None,
     )
     node_selector: dict[str, str] | None = desc("Nodes that must hold a copy (all labels must match).", default=None)

@@ -16,7 +16,9 @@ STORAGE_URI and where the model ends up:
   strictly under ROOT, reached without a symlink, and hold none (downloader/confine.py), checked
   before anything is written;
 - local:///path: validated in place; --dest is not used;
-- pvc://[ns:]claim/sub: the Job mounts the claim at --dest; the model is validated at --dest/sub.
+- pvc://[ns:]claim/sub: the Job mounts the claim at --dest; the model is validated at --dest/sub;
+- s3://, oci://, gs://, az://: every object under the prefix, downloaded and verified into --dest
+  (endpoint, region and credentials from the environment: see `downloader.stores`).
 
 Exit codes: 0 every file verified in place; 1 failed, a retry may succeed (network, verification);
 2 usage error; 3 failed permanently (bad URI, not found, no access, pickle refused, not a model, no
@@ -33,7 +35,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from ome_operator.api.storage_uri import HfUri, LocalUri, PvcUri, StorageUriError, effective_revision, parse_storage_uri
+from ome_operator.api.storage_uri import (
+    HfUri,
+    LocalUri,
+    ObjectStoreUri,
+    PvcUri,
+    StorageUriError,
+    effective_revision,
+    parse_storage_uri,
+)
 from ome_operator.downloader.confine import ConfinementError, resolve_confined_dest
 from ome_operator.downloader.kubeapi import ConfigMapPublisher, parse_configmap_ref, resolve_target
 from ome_operator.downloader.listing import ListingError
@@ -43,6 +53,7 @@ from ome_operator.downloader.pipeline import DeliveryError, HfRequest, PeerSetti
 from ome_operator.downloader.progress import Progress, Reporter
 from ome_operator.downloader.report import Redactor, configure_logging, env_token, write_termination_message
 from ome_operator.downloader.reuse import seed_from
+from ome_operator.downloader.stores import StoreRequest, download_store, store_secrets
 
 LOG = logging.getLogger("ome_operator.downloader")
 
@@ -52,7 +63,9 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "storage_uri", metavar="STORAGE_URI", help="hf://org/repo[@rev] | local:///path | pvc://[ns:]claim/sub"
+        "storage_uri",
+        metavar="STORAGE_URI",
+        help="hf://org/repo[@rev] | local:///path | pvc://[ns:]claim/sub | s3:// | oci:// | gs:// | az://",
     )
     parser.add_argument("--dest", type=Path, help="hf: download directory; pvc: the claim's mount point")
     parser.add_argument("--revision", help="branch, tag or commit (default: the URI's @rev, else main)")
@@ -104,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     # caches it under $HOME; a download Job needs neither (read when it is first imported).
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     token = env_token()
-    redactor = Redactor([token])
+    redactor = Redactor([token, *store_secrets()])
     configure_logging(redactor, verbose=args.verbose)
     outcome = _Outcome(args, redactor)
     try:
@@ -165,8 +178,14 @@ def _deliver(args: argparse.Namespace, token: str | None, progress: Progress) ->
         if not os.path.ismount(args.dest):
             LOG.info("%s is not a mount point; validating it as the root of claim %s anyway", args.dest, uri.claim)
         return validate_mounted(args.dest / uri.sub_path, args.allow_pickle, progress)
-    assert isinstance(uri, HfUri)
+    # Checked before anything is written, whatever the source (downloader/confine.py).
     dest = resolve_confined_dest(args.confine_root, args.dest) if args.confine_root else args.dest
+    if isinstance(uri, ObjectStoreUri):
+        store = StoreRequest(
+            uri, dest, args.workers, args.allow_pickle, args.stall_timeout, args.max_retries, _user_agent()
+        )
+        return download_store(store, progress)
+    assert isinstance(uri, HfUri)
     request = HfRequest(
         repo_id=uri.repo_id,
         revision=effective_revision(uri, args.revision),
@@ -182,7 +201,7 @@ def _deliver(args: argparse.Namespace, token: str | None, progress: Progress) ->
     )
     if args.reuse_from is None:
         return download_hf(request, progress)
-    seeded = seed_from(args.reuse_from, args.dest, uri.repo_id)
+    seeded = seed_from(args.reuse_from, dest, uri.repo_id)
     result = download_hf(request, progress)
     # Seeded files that verified count as reused; the rest were fetched again.
     return {**result, "reusedFrom": str(args.reuse_from), "filesSeeded": seeded.files, "bytesSeeded": seeded.bytes}

@@ -2,7 +2,7 @@
 
 Each Job is pinned to its node (node affinity on metadata.name, as DaemonSets do), runs
 `ome-operator download` from the operator's own image as a non-root user, reads the hub token only
-through a secretKeyRef, and publishes progress to one ConfigMap that its ServiceAccount alone may
+(and object-store credentials) only through secretKeyRef, and publishes progress to one ConfigMap that its ServiceAccount alone may
 update (a Role limited by resourceNames).
 """
 
@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ome_operator.api.model import AnyModel, ClusterBaseModel, StorageSpec
-from ome_operator.api.storage_uri import LocalUri, PvcUri, StorageUriError, is_in_place, parse_storage_uri
+from ome_operator.api.storage_uri import (
+    LocalUri,
+    ObjectStoreUri,
+    PvcUri,
+    StorageUriError,
+    is_in_place,
+    parse_storage_uri,
+)
 
 from . import names
 from .context import PLACEHOLDER_UID, Settings, model_path
@@ -120,6 +127,36 @@ def render_download_access(mctx: ModelContext) -> list[Obj]:
     ]
 
 
+# Per object-store scheme: (env var, Secret data key) the Job maps from `storage.key`. Refs are
+# optional so that a missing Secret or key reaches the downloader, which reports it by name (a
+# required ref would leave the pod in CreateContainerConfigError, where no Job condition says why).
+STORE_CREDENTIALS: dict[str, tuple[tuple[str, str], ...]] = {
+    "s3": (("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"), ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+           ("AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN")),
+    "gs": (("GOOGLE_OAUTH_ACCESS_TOKEN", "token"),),
+    "az": (("AZURE_STORAGE_KEY", "AZURE_STORAGE_KEY"), ("AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_TOKEN")),
+}  # fmt: skip
+STORE_CREDENTIALS["oci"] = STORE_CREDENTIALS["s3"]  # OCI's Customer Secret Keys, through its S3 API
+
+
+def render_store_env(mctx: ModelContext, uri: ObjectStoreUri) -> list[Obj]:
+    """Endpoint and region as values, the Secret's name as a value, credentials by secretKeyRef only."""
+    storage = mctx.storage
+    params = storage.parameters or {}
+    env: list[Obj] = []
+    if params.get("endpoint"):
+        env.append({"name": "OME_STORAGE_ENDPOINT", "value": params["endpoint"]})
+    if params.get("region"):
+        env.append({"name": "OME_STORAGE_REGION", "value": params["region"]})
+    if not storage.key:
+        return env
+    env.append({"name": "OME_STORAGE_SECRET", "value": f"{mctx.namespace}/{storage.key}"})
+    for name, data_key in STORE_CREDENTIALS[uri.scheme]:
+        ref = {"name": storage.key, "key": data_key, "optional": True}
+        env.append({"name": name, "valueFrom": {"secretKeyRef": ref}})
+    return env
+
+
 def _token_env(mctx: ModelContext) -> list[Obj]:
     storage = mctx.storage
     if not storage.key:
@@ -211,7 +248,7 @@ def render_download_job(mctx: ModelContext, node: str, attempt: int = 1, reuse_f
         args.extend(["--peer-port", str(PEER_PORT)])
     if settings.hf_endpoint:
         env.append({"name": "HF_ENDPOINT", "value": settings.hf_endpoint})
-    env.extend(_token_env(mctx))
+    env.extend(render_store_env(mctx, uri) if isinstance(uri, ObjectStoreUri) else _token_env(mctx))
     node_labels = {names.LABEL_NODE: names.short_hash(node, 10)}
     restricted = {
         "runAsNonRoot": True,

@@ -14,6 +14,7 @@ from devtools.fixtures import Tensor, safetensors_bytes
 from ome_operator.api.storage_uri import (
     HfUri,
     LocalUri,
+    ObjectStoreUri,
     PvcUri,
     StorageUriError,
     effective_revision,
@@ -45,6 +46,14 @@ from ome_operator.downloader.retry import backoff_delay, parse_retry_after
         ("pvc://team-a:models/a/b", PvcUri("team-a", "models", PurePosixPath("a/b"))),
         ("pvc://models", PvcUri(None, "models", PurePosixPath("."))),
         ("HF://org/repo", HfUri("org/repo", None)),
+        ("s3://models/moonshotai/Kimi-K2/", ObjectStoreUri("s3", "models", "moonshotai/Kimi-K2")),
+        ("s3://models@eu-west-1/kimi", ObjectStoreUri("s3", "models", "kimi", region="eu-west-1")),
+        ("s3://models", ObjectStoreUri("s3", "models", "")),
+        ("oci://n/axns/b/models/o/kimi/k2", ObjectStoreUri("oci", "models", "kimi/k2", account="axns")),
+        ("oci://n/axns/b/models/o", ObjectStoreUri("oci", "models", "", account="axns")),
+        ("gs://my.bucket/a//b", ObjectStoreUri("gs", "my.bucket", "a/b")),
+        ("az://contoso/weights/qwen", ObjectStoreUri("az", "weights", "qwen", account="contoso")),
+        ("az://contoso.blob.core.windows.net/weights/qwen", ObjectStoreUri("az", "weights", "qwen", account="contoso")),
     ],
 )
 def test_accepted_storage_uris(uri: str, expected: object) -> None:
@@ -54,8 +63,13 @@ def test_accepted_storage_uris(uri: str, expected: object) -> None:
 @pytest.mark.parametrize(
     ("uri", "needle"),
     [
-        ("s3://bucket/key", "unsupported storage URI scheme 's3'"),
-        ("oci://n/x/b/y/o/z", "unsupported storage URI scheme 'oci'"),
+        ("ftp://host/key", "unsupported storage URI scheme 'ftp'"),
+        ("oci://bucket/key", "expected oci://n/<namespace>/b/<bucket>/o/<prefix>"),
+        ("s3://b/key", "not a valid bucket name"),
+        ("s3://bucket@Bad_Region/key", "not a valid region"),
+        ("gs://bucket/a/../b", "'.' and '..' are not allowed"),
+        ("az://Contoso/models/x", "not a storage account name"),
+        ("az://contoso/a/x", "not a valid container name"),
         ("moonshotai/Kimi-K2", "has no scheme"),
         ("hf://", "not a hub repository id"),
         ("hf://a/b/c", "not a hub repository id"),

@@ -433,6 +433,6 @@ def test_a_storage_edit_names_a_new_download_job() -> None:
         for m in (model, ClusterBaseModel.model_validate(edited))
     ]
     assert jobs[0] != jobs[1]
-    unserved = copy.deepcopy(MODEL)
-    unserved["spec"]["storage"]["storageUri"] = "s3://bucket/llama"
-    assert render_model(ClusterBaseModel.model_validate(unserved), ["node-a"], SETTINGS) == []
+    invalid = copy.deepcopy(MODEL)
+    invalid["spec"]["storage"]["storageUri"] = "oci://bucket/llama"  # not oci://n/<ns>/b/<bucket>/o/<prefix>
+    assert render_model(ClusterBaseModel.model_validate(invalid), ["node-a"], SETTINGS) == []
