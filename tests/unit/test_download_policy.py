@@ -89,7 +89,7 @@ def test_a_recreated_or_reusing_job_is_a_job_of_its_own() -> None:
             "apiVersion": "ome.io/v1beta1",
             "kind": "ClusterBaseModel",
             "metadata": {"name": "m", "uid": "u"},
-            "spec": {"storage": {"storageUri": "hf://org/repo", "path": "/raid/m", "downloadPolicy": "ReuseIfExists"}},
+            "spec": {"storage": {"storageUri": "hf://org/repo", "path": "/raid/models/m", "downloadPolicy": "ReuseIfExists"}},
         }
     )
     from ome_operator.render.download import render_model
@@ -98,12 +98,13 @@ def test_a_recreated_or_reusing_job_is_a_job_of_its_own() -> None:
         return next(o for o in render_model(model, ["n"], Settings(), **kw) if o["kind"] == "Job")
 
     first, second = job(), job(attempts={"n": 2})
-    reusing = job(reuse={"n": "/raid/other"})
+    reusing = job(reuse={"n": "/raid/models/other"})
     assert len({first["metadata"]["name"], second["metadata"]["name"], reusing["metadata"]["name"]}) == 3
     assert "ome.io/download-attempt" not in first["metadata"]["annotations"]
     assert second["metadata"]["annotations"]["ome.io/download-attempt"] == "2"
     pod = reusing["spec"]["template"]["spec"]
-    assert {"name": "reuse", "hostPath": {"path": "/raid/other", "type": "Directory"}} in pod["volumes"]
+    assert {"name": "reuse", "hostPath": {"path": "/raid/models/other", "type": "Directory"}} in pod["volumes"]
     assert {"name": "reuse", "mountPath": "/mnt/reuse", "readOnly": True} in pod["containers"][0]["volumeMounts"]
-    assert pod["containers"][0]["args"][-2:] == ["--reuse-from", "/mnt/reuse"]
-    assert reuse_source_of(reusing) == "/raid/other" and reuse_source_of(first) is None
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--reuse-from") + 1] == "/mnt/reuse"
+    assert reuse_source_of(reusing) == "/raid/models/other" and reuse_source_of(first) is None
