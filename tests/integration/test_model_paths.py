@@ -32,6 +32,12 @@ def model(name: str, storage: dict[str, Any], namespace: str | None = None) -> d
     }
 
 
+@pytest.fixture(scope="module")
+def crds(cluster: ClusterHandle) -> ClusterHandle:
+    apply_crds(cluster)  # once: the CRDs are large, and the cases only need them present
+    return cluster
+
+
 def apply(cluster: ClusterHandle, *objects: dict[str, Any], check: bool = True) -> Any:
     return cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(list(objects)), check=check)
 
@@ -46,8 +52,8 @@ def apply(cluster: ClusterHandle, *objects: dict[str, Any], check: bool = True) 
         ("/raid/models/m/", "must be a normalized absolute path below '/'"),
     ],
 )
-def test_admission_refuses_unnormalized_paths(cluster: ClusterHandle, path: str, message: str) -> None:
-    apply_crds(cluster)
+def test_admission_refuses_unnormalized_paths(crds: ClusterHandle, path: str, message: str) -> None:
+    cluster = crds
     name = f"refused-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
     proc = apply(cluster, model(name, {"storageUri": "hf://org/model", "path": path}), check=False)
     assert proc.returncode != 0 and "spec.storage.path" in proc.stderr and message in proc.stderr, proc.stderr
@@ -59,8 +65,8 @@ def model_children(cluster: ClusterHandle, namespace: str, label: str) -> list[s
     return [f"{o['kind']}/{o['metadata']['name']}" for o in found["items"]]
 
 
-def test_paths_outside_the_roots_are_a_condition_and_create_nothing(cluster: ClusterHandle, tmp_path: Path) -> None:
-    apply_crds(cluster)
+def test_paths_outside_the_roots_are_a_condition_and_create_nothing(crds: ClusterHandle, tmp_path: Path) -> None:
+    cluster = crds
     cluster.kubectl("create", "namespace", NS, check=False)
     kubeconfig = write_operator_kubeconfig(cluster, tmp_path / "kubeconfig")
     outside = "outside the allowed model roots"
