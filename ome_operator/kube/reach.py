@@ -62,8 +62,15 @@ class Gate:
         self._backoff = BASE_BACKOFF
         self._not_before = 0.0
         self._probing = False
+        self._probe: int | None = None  # the thread that holds the probe
 
-    @property
+    def _end_probe(self) -> None:
+        """Only the probe's own answer ends the probe: a request that was already in flight when
+        the gate closed must not let a second probe out next to the first."""
+        if self._probing and self._probe == threading.get_ident():
+            self._probing = False
+            self._probe = None
+
     def down(self) -> bool:
         return self.down_since is not None
 
@@ -81,6 +88,7 @@ class Gate:
                 now = self.clock()
                 if now >= self._not_before and not self._probing:
                     self._probing = True  # this caller is the probe; the others wait for its answer
+                    self._probe = threading.get_ident()
                     return True
                 opens = max(self._not_before, now + 0.05)
                 if deadline is not None and opens > deadline:
@@ -92,9 +100,10 @@ class Gate:
     def answered(self) -> None:
         """The API server answered (any status but throttling): open the gate for everyone."""
         with self._cond:
-            self._probing = False
             if self.down_since is None:
+                self._end_probe()
                 return
+            self._probing, self._probe = False, None
             if self.announce:
                 log.warning("API server answers again after %.0f s", self.clock() - self.down_since)
             self.down_since = None
@@ -115,9 +124,9 @@ class Gate:
                 API_UNREACHABLE.set(1)
                 if self.announce:
                     log.warning("API server unavailable (%s); requests paused and retried with backoff", reason)
-            elif self._probing:
+            elif self._probing and self._probe == threading.get_ident():
                 self._backoff = min(MAX_BACKOFF, self._backoff * 2)
-            self._probing = False
+            self._end_probe()
             # Jitter spreads the probes of replicas (and of the cache and kopf) over the interval.
             delay = max(retry_after or 0.0, self._backoff * random.uniform(0.5, 1.0))
             self._not_before = max(self._not_before, now + delay)
@@ -127,6 +136,6 @@ class Gate:
     def release(self) -> None:
         """The caller's request ended without saying anything about the API server."""
         with self._cond:
-            if self._probing:
-                self._probing = False
+            if self._probing and self._probe == threading.get_ident():
+                self._end_probe()
                 self._cond.notify_all()

@@ -199,9 +199,12 @@ def test_429_with_retry_after_is_obeyed(cluster: ClusterHandle, setup: dict[str,
         time.sleep(seconds)
         took = wait_acted_on(cluster, generation, timeout=30)
         end = start + seconds
-        ours = [
-            e["t"] for e in front.log() if start + 1 <= e["t"] <= end and not KOPF_PATHS.search(e["path"].split("?")[0])
+        entries = [
+            e for e in front.log() if start + 1 <= e["t"] <= end and not KOPF_PATHS.search(e["path"].split("?")[0])
         ]
+        ours = [e["t"] for e in entries]
+        for e in entries:
+            print(f"{e['t'] - start:7.2f} {e.get('status')} {e['method']} {e['path'][:110]}")
         gaps = [b - a for a, b in itertools.pairwise(ours)]
         print(
             f"\n429 Retry-After {retry_after:.0f} s for {seconds:.0f} s: {len(ours)} requests of the operator's "

@@ -162,3 +162,23 @@ def test_healthz_names_stalled_watches_and_long_passes(tmp_path: Path) -> None:
 )
 def test_the_sweep_judges_only_model_labels_of_its_scope(label: str, namespaces: list[str], ours: bool) -> None:
     assert judged(label, namespaces) is ours
+
+
+def test_a_request_in_flight_when_the_gate_closed_does_not_free_a_second_probe() -> None:
+    clock = Clock()
+    gate = Gate(clock)
+    in_flight: list[bool] = []
+    # Another thread entered while the gate was open; its 429 comes back after the probe left.
+    other = threading.Thread(target=lambda: in_flight.append(gate.enter(max_wait=0)))
+    other.start()
+    other.join()
+    gate.failed("429 Too Many Requests", retry_after=3)  # this thread's own request
+    clock.now += 3
+    assert gate.enter(max_wait=0)  # this thread is the probe now
+    late = threading.Thread(target=lambda: gate.failed("429 Too Many Requests", retry_after=3))
+    late.start()
+    late.join()
+    clock.now += 3
+    with pytest.raises(ApiUnavailable):
+        gate.enter(max_wait=0)  # still one probe out: the late answer did not end it
+    assert in_flight == [True]
