@@ -1,7 +1,7 @@
 """Download benchmark: `ome-operator download` (verifying every file) against huggingface_hub.
 
     python -m bench.download [--size-gib 1] [--shards 8] [--workers 8] [--keep]
-        [--fleet-nodes 16] [--fleet-size-gib 0.1] [--hub-egress-mib 0,20]
+        [--fleet-nodes 16] [--fleet-size-gib 0.1] [--hub-egress-mib 0,20] [--fleet-only]
 
 Part 2, the fleet: N download processes at once, one per node, all from the same hub front,
 which counts the file bytes it sends (hub egress): (c) `ome-operator download` per node, alone;
@@ -135,6 +135,13 @@ def sha256_throughput(seconds: float = 2.0) -> float:
     return done / (time.perf_counter() - started)
 
 
+def _fleet(root: Path, bin_dir: Path, args: argparse.Namespace) -> None:
+    from bench.download_fleet import run_fleet
+
+    caps = [float(c) for c in args.hub_egress_mib.split(",") if c.strip()]
+    run_fleet(root, bin_dir, args.fleet_nodes, args.fleet_size_gib, args.shards, args.workers, caps)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.download")
     parser.add_argument("--size-gib", type=float, default=1.0)
@@ -143,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs per client; the best is compared")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--fleet-nodes", type=int, default=16, help="nodes in the fleet part (0: skip it)")
+    parser.add_argument("--fleet-only", action="store_true", help="run only the fleet part")
     parser.add_argument("--fleet-size-gib", type=float, default=0.1, help="model size in the fleet part")
     parser.add_argument(
         "--hub-egress-mib", default="0,20", help="caps on the hub's total MiB/s to run the fleet under (0: none)"
@@ -152,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     bin_dir = Path(sys.executable).parent
     root = Path(tempfile.mkdtemp(prefix="ome-bench-download-"))
     try:
+        if args.fleet_only:
+            _fleet(root, bin_dir, args)
+            return 0
         hub = Hub(root / "hub")
         t0 = time.perf_counter()
         repo = make_repo(hub.mirrors, args.size_gib, args.shards)
@@ -180,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sha256, one core (hashlib, 1 MiB updates): {sha / mib:.0f} MiB/s "
               f"-> verifying {total / (1 << 30):.2f} GiB costs {total / sha:.2f} s of one core")  # fmt: skip
         if args.fleet_nodes:
-            from bench.download_fleet import run_fleet
-
-            caps = [float(c) for c in args.hub_egress_mib.split(",") if c.strip()]
-            run_fleet(root, bin_dir, args.fleet_nodes, args.fleet_size_gib, args.shards, args.workers, caps)
+            _fleet(root, bin_dir, args)
         return 0
     finally:
         if args.keep:

@@ -86,13 +86,17 @@ def run_fleet(
                     "HF_HUB_DISABLE_TELEMETRY": "1",
                     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                 }
-                print(
-                    f"  {'nodes':>5}  {'client':<34} {'hub egress':>11}  {'per node min/median/max':>25}  {'fleet':>8}"
-                )
-                for n in sorted({1, nodes}):
-                    cases = ["ours", "ours+peers", "hf"] if n > 1 else ["ours", "hf"]
-                    for case in cases:
-                        _run_case(work, bin_dir, cluster, front, repo, size, base_env, n, case, workers)
+                for egress_mib in egress_caps:
+                    front.faults.egress_limit = egress_mib * MIB
+                    cap = f"{egress_mib:g} MiB/s for all nodes together" if egress_mib else "none (loopback, CPU-bound)"
+                    print(f"hub egress cap: {cap}")
+                    print(
+                        f"  {'nodes':>5}  {'client':<34} {'hub egress':>11}  {'per node min/median/max':>25}  {'fleet':>8}"
+                    )
+                    for n in sorted({1, nodes}):
+                        cases = ["ours", "ours+peers", "hf"] if n > 1 else ["ours", "hf"]
+                        for case in cases:
+                            _run_case(work, bin_dir, cluster, front, repo, size, base_env, n, case, workers)
             finally:
                 front.stop()
     finally:
