@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export GOTOOLCHAIN := local
 
 .PHONY: install test lint unit integration crds golden charts sglang-flags cluster-bins cluster-up cluster-down \
-        hub-up hub-down demo demo-down bench bench-scale bench-download clean
+        hub-up hub-down demo demo-down bench bench-scale bench-download bench-fairness clean
 
 install: $(STAMP)
 
@@ -75,6 +75,9 @@ bench: install cluster-bins
 # 1,000 InferenceServices on 200 simulated nodes (about half an hour on 2 cores).
 bench-scale: install cluster-bins
 	$(BIN)/python -m bench.scale
+
+bench-fairness: install cluster-bins
+	$(BIN)/python -m bench.fairness
 
 bench-download: install
 	$(BIN)/python -m bench.download

@@ -59,6 +59,8 @@ WAITING_FOR_MODEL_METADATA = "WaitingForModelMetadata"
 # ChildrenApplied
 APPLIED = "Applied"
 APPLY_FAILED = "ApplyFailed"
+APPLYING = "Applying"
+RECONCILE_FAILED = "ReconcileFailed"  # also on Downloaded (models)
 # EngineReady, DecoderReady, RouterReady
 COMPONENT_READY = "Ready"
 NOT_CREATED = "NotCreated"
@@ -212,6 +214,21 @@ CATALOG: tuple[ReasonDoc, ...] = (
         "fix the field in the InferenceService or the runtime",
     ),
     ReasonDoc(
+        CHILDREN_APPLIED,
+        APPLYING,
+        "False",
+        "many children are being applied a bounded slice per pass; the message counts what is left",
+        "wait; other InferenceServices keep being served meanwhile",
+    ),
+    ReasonDoc(
+        CHILDREN_APPLIED,
+        RECONCILE_FAILED,
+        "False",
+        "the operator could not process the object (the message names the error); retried when the spec "
+        "changes, otherwise after a backoff of 30 s doubling to 10 min",
+        "fix the field the message names, or report the error",
+    ),
+    ReasonDoc(
         ENGINE_READY, COMPONENT_READY, "True", "every group's pods are ready (same for DecoderReady, RouterReady)", "-"
     ),
     ReasonDoc(ENGINE_READY, NOT_CREATED, "False", "the component's workloads do not exist yet", "-"),
@@ -269,6 +286,14 @@ CATALOG: tuple[ReasonDoc, ...] = (
         "False",
         "the namespace where ClusterBaseModel downloads run does not exist",
         "create it, or start the operator with --operator-namespace",
+    ),
+    ReasonDoc(
+        DOWNLOADED,
+        RECONCILE_FAILED,
+        "False",
+        "the operator could not process the model (the message names the error); retried when the spec "
+        "changes, otherwise after a backoff of 30 s doubling to 10 min",
+        "fix the field the message names, or report the error",
     ),
     ReasonDoc(IN_USE, REFERENCED, "True", "InferenceServices that serve this model", "-"),
 )

@@ -111,13 +111,14 @@ def observe_and_explain(
     kubeconfig: str | None, kind: str, namespace: str | None, name: str, operator_namespace: str
 ) -> tuple[int, list[str]] | None:
     from ome_operator.kube.client import Kube, load_api_client
+    from ome_operator.kube.reach import Gate
 
     from .compute import compute_exit_code, compute_explanation
     from .observe import observe_isvc, observe_model
 
     now = datetime.now(UTC)
     with load_api_client(kubeconfig) as api:
-        kube = Kube(api)
+        kube = Kube(api, gate=Gate(announce=False))
         if kind == "InferenceService":
             evidence = observe_isvc(kube, namespace or "default", name, now)
         else:
@@ -130,10 +131,12 @@ def observe_and_explain(
 def describe_failure(exc: Exception) -> str:
     from kubernetes.config import ConfigException
 
-    from ome_operator.kube.client import ApiException
+    from ome_operator.kube.client import ApiException, ApiUnavailable
 
     from .observe import describe_api_error
 
+    if isinstance(exc, ApiUnavailable) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__  # no answer at all: say what the connection attempt met
     if isinstance(exc, ApiException):
         return f"the API server refused the request: {describe_api_error(exc)}"
     if isinstance(exc, ConfigException):

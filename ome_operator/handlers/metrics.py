@@ -47,3 +47,10 @@ class StateBook:
         OBJECTS.clear()
         for (k, s), n in counts.items():
             OBJECTS.labels(kind=k, state=s).set(n)
+
+
+RECONCILES_DEFERRED = Counter(
+    "ome_reconcile_deferred_total",
+    "Reconcile passes put off because the API server was unavailable or throttling, by kind.",
+    ["kind"],
+)

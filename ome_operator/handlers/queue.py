@@ -3,6 +3,10 @@
 kopf delivers events (parents, children, timers); this queue turns them into keyed work items so a
 burst of pod updates costs one pass, the same object is never reconciled concurrently, and a
 failed pass is retried with exponential backoff.
+
+Fairness: keys run in order of their due time, and a pass that stops at its write budget
+(reconcile.budget.MoreWork) goes back in line behind every key already due, instead of holding a
+worker (and the shared writer pool) until its thousands of children are applied.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
+
+from ome_operator.reconcile.budget import MoreWork
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,9 @@ class WorkQueue:
             try:
                 self._handle(key)
                 self._failures.pop(key, None)
+            except MoreWork as more:
+                self._failures.pop(key, None)
+                retry_in = more.delay
             except Exception:
                 count = self._failures.get(key, 0) + 1
                 self._failures[key] = count

@@ -1,16 +1,25 @@
 """kopf wiring only: every event becomes a key on the work queue; the queue calls reconcile.
 
-kopf watches the parents (models, InferenceServices): it runs the resync timers, the models'
-deletion finalizers and peering, and tells us which parents this replica serves. Everything the
-reconcilers read comes from the watch-backed cache in kube/, and the cache's events re-queue what
-they affect: a changed parent itself, a child's owner, the InferenceServices of a changed runtime,
-the models on a relabelled node. Only parents kopf has delivered are queued from cache events, so
-a standby replica (kopf paused by peering) reconciles nothing.
+kopf watches the parents (models, InferenceServices) and runs peering: it tells us which parents
+this replica serves. Everything the reconcilers read comes from the watch-backed cache in kube/,
+and the cache's events re-queue what they affect: a changed parent itself, a child's owner, the
+InferenceServices of a changed runtime, the models on a relabelled node. Only parents kopf has
+delivered are queued from cache events, so a standby replica (kopf paused by peering) reconciles
+nothing, and a replica that pauses forgets them until kopf delivers them again.
+
+No kopf handler needs a finalizer (no deletion handler, no kopf timer: the resync is ours), so
+deleting a parent never waits for the operator, also when it is uninstalled. What a deletion
+leaves behind is swept instead: node labels of models that no longer exist are removed by the
+sweep that runs after every model deletion, at start-up and on every resync; children, Jobs and
+their ConfigMaps go by owner references.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,9 +29,10 @@ import kopf
 
 from ome_operator.api import GROUP, VERSION
 from ome_operator.kube.cache import Scope
-from ome_operator.kube.client import Kube
+from ome_operator.kube.client import ApiUnavailable, Kube
 from ome_operator.reconcile.isvc import reconcile_inference_service
-from ome_operator.reconcile.model import ModelOutcome, cleanup_model, reconcile_model
+from ome_operator.reconcile.model import ModelOutcome, reconcile_model
+from ome_operator.reconcile.sweep import sweep_model_labels
 from ome_operator.render import names
 from ome_operator.render.context import Settings
 
@@ -47,6 +57,9 @@ PARENT_KINDS = ("InferenceService", "ClusterBaseModel", "BaseModel")
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={names.MANAGED_BY}"
 # Children change in bursts (a StatefulSet's pods become Ready one by one): one pass per burst.
 CHILD_DELAY = 0.1
+# The node-label sweep: one key, so a burst of model deletions costs one sweep.
+SWEEP: Key = ("NodeLabelSweep", None, "models")
+SWEEP_DELAY = 1.0
 
 
 def cache_scopes(namespaces: list[str], operator_namespace: str) -> list[Scope]:
@@ -75,12 +88,17 @@ class Operator:
     settings: Settings
     resync_seconds: float = 60.0
     workers: int = 4
+    namespaces: list[str] = field(default_factory=list)  # empty: all
     queue: WorkQueue = field(init=False)
+    # Set while kopf says this replica acts (standalone, or not paused by peering).
+    active: threading.Event = field(default_factory=threading.Event)
+    passes: dict[Key, float] = field(default_factory=dict)  # running passes: key -> start (monotonic)
     uses: dict[Key, tuple[str | None, str | None]] = field(default_factory=dict)  # isvc -> (model, runtime)
     seen: set[Key] = field(default_factory=set)  # parents kopf delivered: the ones this replica serves
     models: set[Key] = field(default_factory=set)
     download_phases: dict[Key, dict[str, int]] = field(default_factory=dict)
     node_labels: dict[str, dict[str, str] | None] = field(default_factory=dict)
+    node_ready: dict[str, str | None] = field(default_factory=dict)  # Ready condition status; None: deleted
     progress_series: dict[Key, set[tuple[str, str]]] = field(default_factory=dict)
     states: metrics.StateBook = field(default_factory=metrics.StateBook)
     now: Callable[[], str] = utc_now
@@ -90,19 +108,58 @@ class Operator:
 
     def reconcile_key(self, key: Hashable) -> None:
         kind, namespace, name = cast(Key, key)
+        if not self.active.is_set():
+            return  # paused by peering: kopf delivers every parent again when this replica resumes
         self.kube.wait_synced()  # a pass over a half-filled cache would report missing runtimes
         metrics.RECONCILES.labels(kind=kind).inc()
+        self.passes[cast(Key, key)] = time.monotonic()
         with metrics.RECONCILE_SECONDS.labels(kind=kind).time():
             try:
                 self._reconcile(kind, namespace, name)
+            except ApiUnavailable as exc:
+                # The API server is down or throttling, which the gate has said once: no traceback
+                # per object, and the pass runs again once the gate opens (jittered, so the
+                # objects do not all return at the same moment).
+                metrics.RECONCILES_DEFERRED.labels(kind=kind).inc()
+                log.debug("reconcile of %s deferred: %s", key, exc.reason)
+                self.queue.add(key, max(1.0, exc.retry_in) * random.uniform(1.0, 1.5))
             except Exception:
                 metrics.RECONCILE_ERRORS.labels(kind=kind).inc()
                 raise
             finally:
+                self.passes.pop(cast(Key, key), None)
                 metrics.QUEUE_DEPTH.set(self.queue.pending())
+
+    def running_passes(self) -> list[tuple[Key, float]]:
+        return list(self.passes.items())
+
+    # --- who acts: kopf's peering decides ------------------------------------------------
+    def activate(self) -> None:
+        if not self.active.is_set():
+            self.active.set()
+            self.queue.add(SWEEP, SWEEP_DELAY)
+
+    def deactivate(self) -> None:
+        """Stop acting on cache events; kopf delivers every parent again when it resumes."""
+        self.active.clear()
+        self.seen.clear()
+        self.models.clear()
+
+    def resync(self, stop: threading.Event) -> None:
+        """Every resync period, each parent this replica serves is passed again (spread over the
+        period's first half so they do not all run at once), and the node labels are swept."""
+        while not stop.wait(self.resync_seconds):
+            if not self.active.is_set():
+                continue
+            for key in list(self.seen):
+                self.queue.add(key, random.uniform(0, self.resync_seconds / 2))
+            self.queue.add(SWEEP, SWEEP_DELAY)
 
     def _reconcile(self, kind: str, namespace: str | None, name: str) -> None:
         key = (kind, namespace, name)
+        if key == SWEEP:
+            sweep_model_labels(self.kube, self.namespaces)
+            return
         if kind == "InferenceService":
             outcome = reconcile_inference_service(self.kube, namespace or "default", name, self.settings, self.now)
             self.states.set(kind, f"{namespace}/{name}", outcome.ready if outcome else None)
@@ -178,6 +235,8 @@ class Operator:
             if type == "DELETED":
                 self.seen.discard(key)
                 self.models.discard(key)
+                if kind != "InferenceService" and self.active.is_set():
+                    self.queue.add(SWEEP, SWEEP_DELAY)
         elif kind in ("ClusterServingRuntime", "ServingRuntime"):
             # OME does not re-roll InferenceServices when a runtime changes; we do.
             self.enqueue_services_using(runtime=meta["name"])
@@ -189,8 +248,25 @@ class Operator:
                 self.node_labels[meta["name"]] = labels
                 for model_key in list(self.models):
                     self.queue.add(model_key, delay=1.0)
+            self.enqueue_on_node_loss(type, obj)
         else:
             self.enqueue_owner_of(obj)
+
+    def enqueue_on_node_loss(self, type: str, node: Any) -> None:
+        """A deleted node, or one that stopped being Ready, may have taken pods of a group with it: the
+        InferenceServices look again (a pass that sees a NotReady node schedules its own second look
+        for when the grace has passed)."""
+        name = node["metadata"]["name"]
+        conditions = (node.get("status") or {}).get("conditions") or []
+        ready = (
+            None if type == "DELETED" else next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+        )
+        before = self.node_ready.get(name, "True")
+        self.node_ready[name] = ready
+        if ready == before or (ready == "True" and before is not None):
+            return
+        for key in list(self.uses):
+            self.queue.add(key, delay=1.0)
 
     def enqueue_models_of(self, key: Key, body: Any, type: str | None) -> None:
         """The model lists who uses it (condition InUse): let it see this InferenceService come and go."""
@@ -215,6 +291,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             # The cache's own events drive the passes; kopf says which parents are ours, and
             # the first delivery (the cache may have listed the object before kopf did) queues it.
             key = key_of(body)
+            op.activate()  # kopf delivers only while this replica acts
             if key in op.seen and type != "DELETED":
                 return
             op.queue.add(key)
@@ -225,26 +302,14 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             if type == "DELETED":
                 op.seen.discard(key)
                 op.models.discard(key)
+                if kind != "InferenceService":
+                    op.queue.add(SWEEP, SWEEP_DELAY)
             else:
                 op.seen.add(key)
                 if kind != "InferenceService":
                     op.models.add(key)
 
-        @kopf.timer(GROUP, VERSION, plural, interval=op.resync_seconds, registry=registry)
-        def on_timer(body: Any, **_: Any) -> None:
-            op.queue.add(key_of(body))
-
     parent("inferenceservices", "InferenceService", True)
     parent("clusterbasemodels", "ClusterBaseModel", False)
     parent("basemodels", "BaseModel", True)
-
-    def model_deletion(plural: str, kind: str) -> None:
-        @kopf.on.delete(GROUP, VERSION, plural, registry=registry)
-        def on_delete(name: str, namespace: str | None, **_: Any) -> None:
-            cleanup_model(op.kube, kind, namespace, name)
-            op.enqueue_services_using(model=name)
-
-    model_deletion("clusterbasemodels", "ClusterBaseModel")
-    model_deletion("basemodels", "BaseModel")
-
     return registry

@@ -6,6 +6,11 @@ then watches from the list's resourceVersion with bookmarks. A watch that ends (
 dropped connection, restarted API server) resumes from the last resourceVersion seen, so nothing
 is listed again; only `410 Gone` (that version was compacted away) relists, and the relist is
 diffed against the store so objects deleted meanwhile are reported as DELETED, not kept forever.
+
+Every stream has a server-side `timeoutSeconds` and a client read timeout a little longer, so a
+healthy stream always shows progress (an event, a bookmark, or a new stream's answer) within
+`stream_seconds + READ_SLACK`; a black-holed connection is given up after that instead of being
+waited on forever, and `stalled()` names the streams that made no progress for longer than that.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
+from .reach import Gate, retry_after_seconds
 from .resources import KINDS
 
 log = logging.getLogger(__name__)
@@ -31,7 +37,11 @@ Obj = dict[str, Any]
 Listener = Callable[[str, Obj], None]  # (event type, object)
 PAGE_SIZE = 500
 # The API server ends each watch after this long; we resume from our resourceVersion (no relist).
-WATCH_SECONDS = 300
+WATCH_SECONDS = 60
+# A stream that sent nothing for its timeout plus this long is dead, not idle.
+READ_SLACK = 15.0
+CONNECT_TIMEOUT = 5.0
+LIST_READ_TIMEOUT = 30.0
 CACHE_REQUESTS = Counter("ome_cache_requests_total", "Lists and watches the cache sent, by verb.", ["verb"])
 CACHE_EVENTS = Counter("ome_cache_events_total", "Watch events the cache applied, by kind and type.", ["kind", "type"])
 RELISTS = Counter("ome_cache_relists_total", "Full relists after 410 Gone (or the first list), by kind.", ["kind"])
@@ -85,6 +95,20 @@ class Gone(Exception):
     """The resourceVersion we hold is too old for the API server: relist."""
 
 
+class Throttled(Exception):
+    """429, or 503: the API server asks us to come back later."""
+
+    def __init__(self, reason: str, retry_after: float | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _describe(exc: BaseException) -> str:
+    cause = getattr(exc, "reason", None) or exc
+    return f"{type(cause).__name__}: {str(cause)[:160]}"
+
+
 def resource_version(obj: Obj | None) -> int:
     try:
         return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or 0)
@@ -110,16 +134,30 @@ class Scope:
 class Informer:
     """One scope's store and the thread that keeps it current."""
 
-    def __init__(self, api: client.ApiClient, scope: Scope, emit: Listener) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        scope: Scope,
+        emit: Listener,
+        gate: Gate | None = None,
+        stream_seconds: float = WATCH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.api = api
         self.scope = scope
         self.emit = emit
+        self.gate = gate or Gate()
+        self.stream_seconds = stream_seconds
+        self.clock = clock
+        # When the stream last showed it is alive; `stalled` compares against it.
+        self.progress_at = clock()
         self.items: dict[tuple[str | None, str], Obj] = {}
         self.lock = threading.Lock()
         self.synced = threading.Event()
         self.stopped = threading.Event()
         self.resource_version: str | None = None
         self._response: Any = None
+        self._answered = False
         self.thread = threading.Thread(target=self._run, name=f"watch-{scope.kind}", daemon=True)
 
     # --- the store ----------------------------------------------------------------------------
@@ -159,6 +197,15 @@ class Informer:
             auth_settings=["BearerToken"],
         )
         response = self.api.call_api(method, url, header_params=headers, _request_timeout=timeout)
+        if response.status in (429, 503):
+            response.read()
+            response.response.release_conn()
+            raise Throttled(
+                f"{response.status} {response.reason}", retry_after_seconds(response.headers.get("Retry-After"))
+            )
+        self.gate.answered()
+        self._answered = True
+        self.progress_at = self.clock()
         if not 200 <= response.status <= 299:
             data = response.read() or b""
             ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
@@ -177,7 +224,7 @@ class Informer:
             if token:
                 query.append(("continue", token))
             CACHE_REQUESTS.labels(verb="list").inc()
-            page = json.loads(self._get(query, (10, 60)).read() or b"{}")
+            page = json.loads(self._get(query, (CONNECT_TIMEOUT, LIST_READ_TIMEOUT)).read() or b"{}")
             info = KINDS[self.scope.kind]
             for item in page.get("items") or []:
                 item.setdefault("kind", self.scope.kind)
@@ -207,15 +254,20 @@ class Informer:
             ("resourceVersion", self.resource_version),
             ("allowWatchBookmarks", "true"),
             # Spread renewals so the streams do not all reconnect at the same moment.
-            ("timeoutSeconds", WATCH_SECONDS + random.randint(0, 60)),
+            ("timeoutSeconds", int(self.stream_seconds * random.uniform(1.0, 1.2))),
         ]
         if self.scope.selector:
             query.append(("labelSelector", self.scope.selector))
         CACHE_REQUESTS.labels(verb="watch").inc()
-        response = self._get(query, (10, WATCH_SECONDS + 90))
+        # The server answers a watch at once; only then may the stream stay quiet, for a little
+        # longer than the server's timeout (an idle healthy stream is ended by the server, a
+        # silent dead one by us).
+        response = self._get(query, (CONNECT_TIMEOUT, LIST_READ_TIMEOUT))
+        _set_read_timeout(response.response, self.stream_seconds * 1.2 + READ_SLACK)
         self._response = response.response
         try:
             for line in _lines(response.response):
+                self.progress_at = self.clock()
                 self._apply(json.loads(line))
         finally:
             self._response = None
@@ -250,30 +302,58 @@ class Informer:
         except Exception:  # a listener's bug must not stop the stream
             log.exception("cache listener failed on %s %s", kind, self.scope.kind)
 
+    def stalled(self, deadline: float) -> float | None:
+        """Seconds without progress, when more than `deadline`: the stream delivered nothing and
+        could not be re-established (a healthy idle one shows progress at least every
+        `stream_seconds * 1.2 + READ_SLACK`)."""
+        if self.stopped.is_set():
+            return None
+        quiet = self.clock() - self.progress_at
+        return quiet if quiet > deadline else None
+
     def _run(self) -> None:
+        refused: str | None = None  # the last answer that was not a transport failure (403, 404...)
         backoff = 0.2
         while not self.stopped.is_set():
+            if not self.gate.enter(stop=self.stopped):
+                return
+            self._answered = False
             try:
                 if self.resource_version is None:
                     self.relist()
                     self.synced.set()
                     log.debug("cache %s: listed %d", self.scope.kind, len(self.items))
+                    if not self.gate.enter(stop=self.stopped):
+                        return
+                    self._answered = False
                 self.watch()
-                backoff = 0.2
+                backoff, refused = 0.2, None
             except Gone:
                 log.info("cache %s: resourceVersion %s is gone; relisting", self.scope.kind, self.resource_version)
                 self.resource_version = None
+            except Throttled as exc:
+                self.gate.failed(exc.reason, exc.retry_after)
             except ApiException as exc:
                 if exc.status == 410:
                     self.resource_version = None
                     continue
-                log.warning("cache %s: %s; retrying in %.1f s", self.scope.kind, exc.reason, backoff)
+                # The server answered, but no: say so once per distinct answer, not every retry.
+                message = f"{exc.status} {exc.reason}"
+                if message != refused:
+                    log.warning("cache %s: %s; retrying with backoff", self.scope.kind, message)
+                    refused = message
                 self.stopped.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception as exc:  # dropped connection, API server restarting: resume from our version
+                backoff = min(backoff * 2, 30.0)
+            except Exception as exc:  # refused, reset, timed out, API server restarting
                 if self.stopped.is_set():
                     return
-                log.info("cache %s: watch ended (%s); resuming in %.1f s", self.scope.kind, exc, backoff)
+                if not self._answered:
+                    # No answer at all: the API server is unreachable; the gate paces the retries.
+                    self.gate.failed(_describe(exc))
+                    continue
+                # A stream that was answered, then cut (a proxy, a restarting server): resume
+                # from our resourceVersion at once, backing off only if it keeps happening.
+                log.debug("cache %s: watch ended (%s); resuming in %.1f s", self.scope.kind, exc, backoff)
                 self.stopped.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -285,6 +365,13 @@ class Informer:
                 response.shutdown()  # unblocks the thread's read
             except Exception:
                 log.debug("cache %s: shutdown of the stream failed", self.scope.kind)
+
+
+def _set_read_timeout(response: Any, seconds: float) -> None:
+    """Change the read timeout of an answered response's socket (urllib3 sets one for the whole request)."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def _lines(response: Any) -> Iterator[bytes]:
@@ -303,9 +390,17 @@ def _lines(response: Any) -> Iterator[bytes]:
 class Cache:
     """Every scope's informer; reads answer from memory, writes by the client are folded in."""
 
-    def __init__(self, api: client.ApiClient, scopes: list[Scope], listener: Listener | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        scopes: list[Scope],
+        listener: Listener | None = None,
+        gate: Gate | None = None,
+        stream_seconds: float = WATCH_SECONDS,
+    ) -> None:
         self.listener = listener
-        self.informers = [Informer(api, scope, self._emit) for scope in scopes]
+        self.gate = gate or Gate()
+        self.informers = [Informer(api, scope, self._emit, self.gate, stream_seconds) for scope in scopes]
 
     def _emit(self, kind: str, obj: Obj) -> None:
         if self.listener is not None:
@@ -326,6 +421,15 @@ class Cache:
             if not informer.synced.wait(left):
                 return False
         return True
+
+    def stalled(self, deadline: float) -> list[tuple[Scope, float]]:
+        """The streams without progress for longer than `deadline` seconds, and for how long."""
+        found = []
+        for informer in self.informers:
+            quiet = informer.stalled(deadline)
+            if quiet is not None:
+                found.append((informer.scope, quiet))
+        return found
 
     def informer(self, kind: str, namespace: str | None) -> Informer | None:
         """The informer holding every object of kind in namespace, if one does."""

@@ -15,11 +15,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter
 
 from .cache import Cache
+from .reach import MAX_RETRY_AFTER, ApiUnavailable, Gate, retry_after_seconds
 from .resources import KINDS, ResourceInfo
 
 FIELD_MANAGER = "ome-operator"
@@ -28,21 +30,35 @@ PAGE_SIZE = 500
 WRITERS = 8
 Obj = dict[str, Any]
 API_REQUESTS = Counter("ome_api_requests_total", "Requests the reconcilers sent to the API server.", ["verb"])
+# No request waits longer than this for a connection, or for a byte of its answer: a black-holed
+# connection (accepted, never answered) fails the request instead of wedging its thread forever.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 30.0
+# Answers that mean "not now": the request was not acted on, so it is sent again once the gate opens.
+THROTTLED = (429, 503)
 
-__all__ = ["FIELD_MANAGER", "ApiException", "Kube", "load_api_client"]
+__all__ = ["FIELD_MANAGER", "ApiException", "ApiUnavailable", "Kube", "load_api_client"]
+
+
+def configure_transport(configuration: client.Configuration) -> client.Configuration:
+    """No hidden retries inside urllib3 (three silent re-sends of a timed-out read would hold a
+    thread for minutes); the gate paces retries instead. One connect retry covers a pooled
+    connection the server closed while idle."""
+    configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0)
+    return configuration
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """In-cluster credentials when running in a pod, else KUBECONFIG / the given file."""
+    configuration = client.Configuration()
     try:
         if kubeconfig is None:
-            config.load_incluster_config()
-            return client.ApiClient()
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configure_transport(configuration))
     except config.ConfigException:
         pass
-    configuration = client.Configuration()
     config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return client.ApiClient(configuration)
+    return client.ApiClient(configure_transport(configuration))
 
 
 def clone_api_client(api: client.ApiClient, pool: int) -> client.ApiClient:
@@ -51,18 +67,35 @@ def clone_api_client(api: client.ApiClient, pool: int) -> client.ApiClient:
     copy = client.Configuration()
     copy.__dict__.update({k: v for k, v in configuration.__dict__.items() if k != "logger"})
     copy.connection_pool_maxsize = pool
-    return client.ApiClient(copy)
+    return client.ApiClient(configure_transport(copy))
 
 
 def info(kind: str) -> ResourceInfo:
     return KINDS[kind]
 
 
+def describe_failure(exc: BaseException) -> str:
+    """A short reason for a transport failure (urllib3 nests the cause in `reason`)."""
+    cause = getattr(exc, "reason", None) or exc
+    text = str(cause)
+    return f"{type(cause).__name__}: {text[:160]}" if text else type(cause).__name__
+
+
 class Kube:
-    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER, cache: Cache | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        field_manager: str = FIELD_MANAGER,
+        cache: Cache | None = None,
+        gate: Gate | None = None,
+        max_wait: float = MAX_RETRY_AFTER,
+    ) -> None:
         self.api = api
         self.field_manager = field_manager
         self.cache = cache
+        # Shared with the cache: one view of the API server's health for every request.
+        self.gate = gate or (cache.gate if cache is not None else Gate())
+        self.max_wait = max_wait
         self._writers: ThreadPoolExecutor | None = None
         self._writers_lock = threading.Lock()
 
@@ -78,18 +111,46 @@ class Kube:
         content_type: str | None = None,
         accept: str = "application/json",
     ) -> bytes:
-        API_REQUESTS.labels(verb=method).inc()
+        """One request through the gate. A throttling answer (429, 503) is sent again once the gate
+        opens, for up to `max_wait` seconds; a transport failure (refused, reset, timed out) raises
+        ApiUnavailable at once: a write may or may not have happened, so the caller's pass is re-run
+        from fresh state instead of this request being repeated blindly."""
         headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
         method, url, headers, body, post = self.api.param_serialize(
             method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
         )
-        response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post)
-        data: bytes = response.read() or b""
-        if not 200 <= response.status <= 299:
-            ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
-        return data
+        waited_until = None
+        while True:
+            self.gate.enter(self.max_wait if waited_until is None else max(0.0, waited_until - self.gate.clock()))
+            if waited_until is None:
+                waited_until = self.gate.clock() + self.max_wait
+            API_REQUESTS.labels(verb=method).inc()
+            try:
+                response = self.api.call_api(
+                    method,
+                    url,
+                    header_params=headers,
+                    body=body,
+                    post_params=post,
+                    _request_timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                )
+                data: bytes = response.read() or b""
+            except urllib3.exceptions.HTTPError as exc:
+                reason = describe_failure(exc)
+                raise ApiUnavailable(f"API server unavailable ({reason})", self.gate.failed(reason)) from exc
+            except BaseException:
+                self.gate.release()
+                raise
+            if response.status in THROTTLED:
+                wait = retry_after_seconds((response.headers or {}).get("Retry-After"))
+                self.gate.failed(f"{response.status} {response.reason}", wait)
+                continue
+            self.gate.answered()
+            if not 200 <= response.status <= 299:
+                ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+            return data
 
     def _call(
         self,
@@ -177,13 +238,29 @@ class Kube:
                 raise error
         return [f.result() for f in futures]
 
-    def delete(self, kind: str, name: str, namespace: str | None = None, propagation: str = "Background") -> bool:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+    def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        propagation: str = "Background",
+        uid: str | None = None,
+        grace_seconds: int | None = None,
+    ) -> bool:
+        """Delete; with `uid`, only that incarnation (a recreated object of the same name is left alone:
+        a 409 answers like a 404, it is already gone)."""
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         try:
             self._call("DELETE", info(kind).path(namespace, name), body=body, content_type="application/json")
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status != 404 and not (uid is not None and exc.status == 409):
                 raise
+            if exc.status == 409:
+                return False  # another incarnation lives under the name: the cache keeps it
             found = False
         else:
             found = True

@@ -12,21 +12,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
+
 from ome_operator.api import BaseModel, ClusterBaseModel
 from ome_operator.api import reasons as R
 from ome_operator.api.model import AnyModel
 from ome_operator.api.reasons import Cond
 from ome_operator.api.storage_uri import StorageUriError, is_in_place, parse_storage_uri
 from ome_operator.kube.client import ApiException, Kube
+from ome_operator.kube.errors import is_permanent, is_transient
 from ome_operator.kube.resources import MODEL_CHILD_KINDS
 from ome_operator.render import names
 from ome_operator.render.context import Settings
 from ome_operator.render.download import ModelContext, check_model_storage, render_model
+from ome_operator.status.conditions import cond_message
 from ome_operator.status.model import ModelFactsObserved, NodeDownload, compute_model_status
 
 from .children import apply_children, list_children
+from .events import record_event
 from .nodes import apply_node_labels, resolve_target_nodes
-from .status import describe_api_error, write_status
+from .refusals import BOOK, fingerprint_of
+from .status import FieldError, describe_api_error, describe_exception, write_status
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +153,43 @@ def reconcile_model(
 ) -> ModelOutcome | None:
     for attempt in range(STATUS_ATTEMPTS):
         raw = kube.get(kind, name, namespace, fresh=attempt > 0)  # after a lost race, not the cached copy
+        key = (kind, namespace, name)
         if raw is None or raw["metadata"].get("deletionTimestamp"):
+            BOOK.clear(key)
             return None
-        outcome = reconcile_model_once(kube, raw, settings, now)
+        # Anything that fails the same way on the same input (a refusal, an AttributeError on an odd
+        # node affinity) is a condition on the model and waits out a capped backoff, not a hot loop.
+        print_ = fingerprint_of(raw["metadata"].get("uid"), raw["metadata"].get("generation"), raw.get("spec"))
+        if BOOK.blocked(key, print_) is not None:
+            return ModelOutcome("Failed", {}, "", {})
+        try:
+            outcome = reconcile_model_once(kube, raw, settings, now)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            return report_model_failure(kube, raw, exc, print_, now)
         if outcome is not None:
             return outcome
     raise RuntimeError(f"{kind} {name}: status kept changing under us; retrying later")
+
+
+def report_model_failure(kube: Kube, raw: Obj, exc: Exception, print_: str, now: Callable[[], str]) -> ModelOutcome:
+    """The exception as Downloaded=False ReconcileFailed and one Warning Event per input."""
+    meta = raw["metadata"]
+    path, detail = describe_exception(exc)  # input stored before the CRD checked it names its field
+    cond = Cond(R.DOWNLOADED, False, R.RECONCILE_FAILED, detail[:2000], path)
+    if BOOK.record((raw["kind"], meta.get("namespace"), meta["name"]), print_, cond):
+        expected = isinstance(exc, ApiException | pydantic.ValidationError | FieldError)
+        log.error("%s %s: %s", raw["kind"], meta["name"], cond_message(cond), exc_info=None if expected else exc)
+        record_event(kube, raw, "Warning", R.RECONCILE_FAILED, cond_message(cond))
+    facts = ModelFactsObserved(generation=meta.get("generation"), nodes=[], problem=cond)
+    try:
+        write_status(kube, raw, compute_model_status(facts, raw.get("status"), now()))
+    except Exception as status_exc:  # the status itself may be what cannot be written
+        if is_transient(status_exc):
+            raise
+        log.error("%s %s: status not written: %s", raw["kind"], meta["name"], status_exc)
+    return ModelOutcome("Failed", {}, "", {})
 
 
 def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable[[], str]) -> ModelOutcome | None:
@@ -173,10 +210,18 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
     try:
         result = apply_children(kube, desired, existing, model.metadata.uid or "")
     except ApiException as exc:
-        if exc.status is None or not 400 <= exc.status < 500:
+        if not is_permanent(exc):
             raise  # transient: the work queue retries with backoff
         problem = describe_apply_refusal(exc, settings, model)
-        log.warning("%s %s: %s", model.crd.kind, name, problem.message)
+        meta = raw["metadata"]
+        # The same refusal on the same input: later passes wait out the backoff (reconcile_model).
+        if BOOK.record(
+            (raw["kind"], meta.get("namespace"), meta["name"]),
+            fingerprint_of(meta.get("uid"), meta.get("generation"), raw.get("spec")),
+            problem,
+        ):
+            log.warning("%s %s: %s", model.crd.kind, name, problem.message)
+            record_event(kube, raw, "Warning", problem.reason, problem.message)
         result = None
     if result is not None and (result.applied or result.pruned):
         log.info("model %s: applied %s pruned %s", name, result.applied, result.pruned)

@@ -8,6 +8,8 @@ from ome_operator.api.model import AnyModel
 from ome_operator.kube.client import Kube
 from ome_operator.render.context import GPU_RESOURCE
 
+from .status import FieldError
+
 Obj = dict[str, Any]
 
 
@@ -30,6 +32,34 @@ def _match_expression(labels: dict[str, str], expr: Obj) -> bool:
     return False
 
 
+def check_node_affinity(affinity: object) -> None:
+    """The required node affinity's shape (the CRD keeps it open): FieldError naming what is wrong."""
+    path = "spec.storage.nodeAffinity"
+    if affinity is None:
+        return
+    if not isinstance(affinity, dict):
+        raise FieldError(path, f"must be an object, not {type(affinity).__name__}")
+    required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is None:
+        return
+    path += ".requiredDuringSchedulingIgnoredDuringExecution"
+    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+    if not isinstance(required, dict) or not isinstance(terms, list | type(None)):
+        raise FieldError(path, "must be an object with a nodeSelectorTerms list")
+    for i, term in enumerate(terms or []):
+        expressions = term.get("matchExpressions") if isinstance(term, dict) else None
+        if not isinstance(term, dict) or not isinstance(expressions, list | type(None)):
+            raise FieldError(
+                f"{path}.nodeSelectorTerms[{i}]", f"must be an object with matchExpressions, not {term!r:.60}"
+            )
+        for j, expr in enumerate(expressions or []):
+            if not isinstance(expr, dict) or not isinstance(expr.get("values") or [], list):
+                raise FieldError(
+                    f"{path}.nodeSelectorTerms[{i}].matchExpressions[{j}]",
+                    f"must be an object with key, operator and a values list, not {expr!r:.60}",
+                )
+
+
 def node_matches(model: AnyModel, node: Obj) -> bool:
     """storage.nodeSelector (all labels) and the required nodeAffinity terms (any term, all expressions)."""
     labels = node["metadata"].get("labels") or {}
@@ -49,6 +79,8 @@ def node_matches(model: AnyModel, node: Obj) -> bool:
 
 
 def resolve_target_nodes(kube: Kube, model: AnyModel) -> tuple[list[str], list[Obj]]:
+    if model.spec.storage is not None:
+        check_node_affinity(model.spec.storage.node_affinity)
     nodes = kube.list("Node")
     return sorted(n["metadata"]["name"] for n in nodes if node_matches(model, n)), nodes
 

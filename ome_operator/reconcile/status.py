@@ -8,8 +8,29 @@ from typing import Any
 import pydantic
 
 from ome_operator.kube.client import ApiException, Kube
+from ome_operator.kube.errors import classify
 
 Obj = dict[str, Any]
+
+
+class FieldError(ValueError):
+    """Input the schema let through (or that was stored before it existed) but that cannot be used."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str]:
+    """(field path or "", one-line message) for any exception a pass raised."""
+    if isinstance(exc, FieldError):
+        return exc.path, exc.message
+    if isinstance(exc, pydantic.ValidationError):
+        return describe_validation_error(exc)
+    if isinstance(exc, ApiException):
+        return "", f"the API server answered {exc.status}: {classify(exc).message}"
+    return "", f"{type(exc).__name__}: {exc}"
 
 
 def write_status(kube: Kube, raw: Obj, status: Obj) -> bool:

@@ -23,6 +23,12 @@ from .pods import role_runner
 
 ROLES = ("leader", "worker")
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[munkMGTPE]i?|Ki)?$")
+# resource.Quantity's grammar: a decimal number, then a binary (Ki..Ei), decimal (n..E) or exponent suffix.
+_ANY_QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+# A label value: at most 63 characters, alphanumerics at both ends, '-', '_' and '.' between.
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def runner_paths(component_name: str, component: Obj) -> Iterator[tuple[str, Obj]]:
@@ -104,6 +110,98 @@ def check_sizes(name: str, component: Obj) -> list[Cond]:
     return problems
 
 
+def check_resources(path: str, runner: Obj) -> list[Cond]:
+    """Every resource quantity parses (the API server answers "8x" or "20GiB" with a 500 otherwise)."""
+    problems = []
+    resources = runner.get("resources") or {}
+    for section in ("requests", "limits"):
+        for resource, value in sorted((resources.get(section) or {}).items()):
+            if resource == GPU_RESOURCE:
+                continue  # check_gpus says more: a GPU count must be whole
+            if isinstance(value, bool) or not _ANY_QUANTITY.match(str(value).strip()):
+                problems.append(
+                    Cond(
+                        R.SPEC_VALID,
+                        False,
+                        R.INVALID_SPEC,
+                        f"{value!r} is not a quantity (a number with an optional suffix such as Ki, Mi, Gi, m or k)",
+                        f"{path}.resources.{section}.{resource}",
+                    )
+                )
+    return problems
+
+
+def check_container_size(path: str, runner: Obj) -> list[Cond]:
+    """Env entries unique and bounded, and a bounded command line (objects stored before the bounds)."""
+    env = runner.get("env") or []
+    if len(env) > limits.MAX_ENV:
+        return [Cond(R.SPEC_VALID, False, R.INVALID_SPEC, f"{len(env)} entries exceed {limits.MAX_ENV}", f"{path}.env")]
+    problems = []
+    seen: set[str] = set()
+    for index, entry in enumerate(env):
+        name = str((entry or {}).get("name") or "") if isinstance(entry, dict) else ""
+        if name in seen:
+            problems.append(
+                Cond(R.SPEC_VALID, False, R.INVALID_SPEC, f"duplicate env name {name!r}", f"{path}.env[{index}].name")
+            )
+        seen.add(name)
+    argv = [str(a) for a in (runner.get("command") or [])] + [str(a) for a in (runner.get("args") or [])]
+    size = sum(len(a.encode()) + 1 for a in argv)
+    if size > limits.MAX_COMMAND_BYTES:
+        problems.append(
+            Cond(
+                R.SPEC_VALID,
+                False,
+                R.INVALID_SPEC,
+                f"command and args take {size} bytes, more than {limits.MAX_COMMAND_BYTES}",
+                f"{path}.args",
+            )
+        )
+    return problems
+
+
+def check_declared_env(spec: Obj) -> list[Cond]:
+    """Env names unique in each container the InferenceService declares.
+
+    Merging with the runtime keys env by name, so a duplicate would silently keep only its last
+    value; the CRD refuses duplicates, but an object stored before it did must be told, not guessed."""
+    problems: list[Cond] = []
+    for name in ("engine", "decoder", "router"):
+        component = spec.get(name)
+        if not isinstance(component, dict):
+            continue
+        for role in (None, "leader", "worker"):
+            part = component if role is None else component.get(role)
+            runner = part.get("runner") if isinstance(part, dict) else None
+            if isinstance(runner, dict):
+                path = f"spec.{name}.runner" if role is None else f"spec.{name}.{role}.runner"
+                problems.extend(c for c in check_container_size(path, runner) if "duplicate" in c.message)
+    return problems
+
+
+def check_label_map(path: str, values: object, label: bool) -> list[Cond]:
+    """Pod labels (name syntax and 63-character values) and annotation keys, as the API server checks them."""
+    if not isinstance(values, dict):
+        return []
+    problems = []
+    for key, value in sorted(values.items(), key=lambda kv: str(kv[0])):
+        prefix, _, name = str(key).rpartition("/")
+        if not _LABEL_NAME.match(name) or len(name) > 63 or (prefix and not _DNS_SUBDOMAIN.match(prefix)):
+            problems.append(Cond(R.SPEC_VALID, False, R.INVALID_SPEC, f"{key!r} is not a valid key", f"{path}.{key}"))
+        elif label and (len(str(value)) > 63 or not _LABEL_VALUE.match(str(value))):
+            problems.append(
+                Cond(
+                    R.SPEC_VALID,
+                    False,
+                    R.INVALID_SPEC,
+                    f"label value {str(value)[:80]!r} must be at most 63 characters of [A-Za-z0-9_.-], "
+                    "alphanumeric at both ends",
+                    f"{path}.{key}",
+                )
+            )
+    return problems
+
+
 def check_image(path: str, runner: Obj, runtime_name: str | None) -> list[Cond]:
     if runner.get("image"):
         return []
@@ -145,10 +243,17 @@ def check_components(components: dict[str, Obj], runtime_name: str | None, has_d
             )
         )
     for name, component in components.items():
-        problems.extend(check_sizes(name, component))
+        sizes = check_sizes(name, component)
+        problems.extend(sizes)
+        if sizes:
+            continue  # absurd sizes: nothing else of this component is worth looking at
+        problems.extend(check_label_map(f"spec.{name}.labels", component.get("labels"), label=True))
+        problems.extend(check_label_map(f"spec.{name}.annotations", component.get("annotations"), label=False))
         for path, runner in runner_paths(name, component):
             problems.extend(check_image(path, runner, runtime_name))
             problems.extend(check_gpus(path, runner))
+            problems.extend(check_resources(path, runner))
+            problems.extend(check_container_size(path, runner))
     return problems
 
 

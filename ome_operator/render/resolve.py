@@ -20,7 +20,7 @@ from ome_operator.api.model import AnyModel
 from ome_operator.api.reasons import Cond
 from ome_operator.api.runtime import AnyRuntime
 
-from .checks import check_components, check_engine_flags
+from .checks import check_components, check_declared_env, check_engine_flags
 from .context import IsvcContext, ModelRefResolved, Settings
 from .isvc import merged_components
 from .select import ModelFacts, Selection, candidates_of, resolve_named_runtime, select_runtime
@@ -210,7 +210,8 @@ def resolve(isvc: InferenceService, models: list[AnyModel], runtimes: list[AnyRu
 
     ctx = IsvcContext(isvc, runtime, ModelRefResolved.of(model, settings), settings)
     components = merged_components(ctx)
-    problems = check_components(components, runtime.name, runtime.spec.decoder_config is not None)
+    problems = check_declared_env(isvc.spec.to_dict())
+    problems += check_components(components, runtime.name, runtime.spec.decoder_config is not None)
     resolved.engine_args, resolved.engine_args_findings = check_engine_flags(components)
     if problems:
         resolved.spec = _joined(problems)

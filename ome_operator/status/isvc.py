@@ -49,6 +49,9 @@ class IsvcFacts:
     url: str | None = None
     applied: bool = False  # children were rendered and sent this pass
     apply_error: str = ""
+    apply_reason: str = R.APPLY_FAILED
+    apply_path: str = ""  # the field a refusal names
+    applying: str = ""  # a pass stopped at its write budget: what is left (ChildrenApplied=False Applying)
 
 
 def compute_component_condition(name: str, obs: ComponentObservation | None) -> Cond:
@@ -78,7 +81,9 @@ def compute_isvc_conditions(facts: IsvcFacts) -> list[Cond]:
     parts = [c for c in facts.resolved if c.type not in R.ADVISORY_CONDITIONS]
     advisory = [c for c in facts.resolved if c.type in R.ADVISORY_CONDITIONS]
     if facts.apply_error:
-        parts.append(Cond(R.CHILDREN_APPLIED, False, R.APPLY_FAILED, facts.apply_error))
+        parts.append(Cond(R.CHILDREN_APPLIED, False, facts.apply_reason, facts.apply_error, facts.apply_path))
+    elif facts.applying:
+        parts.append(Cond(R.CHILDREN_APPLIED, False, R.APPLYING, facts.applying))
     elif facts.applied:
         parts.append(Cond(R.CHILDREN_APPLIED, True, R.APPLIED, "every child object is applied"))
     if facts.applied or facts.apply_error:

@@ -131,10 +131,13 @@ def test_every_setting_reaches_the_operator(rendered: dict[str, Docs]) -> None:
         "--image": ["registry.example/ome/ome-operator:0.1.0-rc1"],
         "--hf-endpoint": ["http://hub-mirror.example:8090"],
         "--peering": ["ome-ha"],
+        "--peering-lifetime": ["15"],
         "--namespace": ["team-a", "team-b"],
         "--health-listen": ["0.0.0.0:9090"],
         "--resync-seconds": ["120", "30"],
         "--workers": ["8"],
+        "--watch-deadline": ["600"],
+        "--reconcile-deadline": ["900"],
         "--log-format": ["text"],
         "--log-level": ["DEBUG"],
     }
