@@ -4,7 +4,9 @@
 file downloads (`/<org>/<repo>/resolve/<rev>/<path>`) are served from the same fixture files
 olah serves, but with what olah lacks: HTTP Range support (olah ignores Range and buffers whole
 objects), and faults a test can switch on (429 with Retry-After, a stalled body, a server that
-ignores Range, an error body that echoes the request's Authorization header). It answers HEAD
+ignores Range, an error body that echoes the request's Authorization header, bytes that do not
+match the listing, 429/503 for a number of requests, a connection cut mid-body, and a capped egress
+rate shared by all downloads, as a real hub's link is). It answers HEAD
 with the headers huggingface_hub expects (ETag/X-Linked-Etag, X-Repo-Commit, sizes), so hub
 clients other than ours work against it too. It counts the body bytes it sends.
 """
@@ -12,6 +14,7 @@ clients other than ours work against it too. It counts the body bytes it sends.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -32,6 +35,12 @@ class Faults:
     stall_after: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (bytes sent first, times)
     ignore_range: bool = False
     api_error_echo_auth: bool = False  # the revision API answers 500 quoting the Authorization header
+    corrupt: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (byte offset flipped, times)
+    corrupt_varying: dict[str, int] = field(default_factory=dict)  # path -> times, a different byte each
+    busy: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (status, times, Retry-After)
+    cut_after: dict[str, tuple[int, int]] = field(default_factory=dict)  # path -> (bytes sent first, times)
+    # Bytes per second for all file bodies together (a hub's egress link); 0 means unlimited.
+    egress_limit: float = 0.0
 
 
 @dataclass
@@ -44,6 +53,15 @@ class Request:
     authorization: str | None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (the SIGKILL cases) resets its connection: expected here.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class HubFront:
     def __init__(self, upstream: str, repos: list[FixtureRepo]) -> None:
         self.upstream = upstream.rstrip("/")
@@ -53,7 +71,8 @@ class HubFront:
         self.bytes_sent: dict[str, int] = {}
         self.release = threading.Event()  # lets stalled responses finish at shutdown
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._egress_free_at = 0.0
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -118,9 +137,13 @@ class HubFront:
             times, retry_after = self.faults.rate_limit.get(rel, (0, ""))
             if times:
                 self.faults.rate_limit[rel] = (times - 1, retry_after)
-        if times:
-            self._send_plain(h, 429, b"slow down", {"retry-after": retry_after})
-            self._record(Request(h.command, h.path, rng, 429, now, auth))
+            busy_status, busy_times, busy_after = self.faults.busy.get(rel, (0, 0, ""))
+            if busy_times:
+                self.faults.busy[rel] = (busy_status, busy_times - 1, busy_after)
+        if times or busy_times:
+            status_now, after = (429, retry_after) if times else (busy_status, busy_after)
+            self._send_plain(h, status_now, b"busy", {"retry-after": after} if after else {})
+            self._record(Request(h.command, h.path, rng, status_now, now, auth))
             return
         start = 0
         if rng and not self.faults.ignore_range and rng.startswith("bytes=") and rng.endswith("-"):
@@ -150,10 +173,38 @@ class HubFront:
                     self.faults.stall_after[rel] = (stall_at, stall_times - 1)  # type: ignore[assignment]
                 else:
                     stall_at = None
+                flip_at, flip_times = self.faults.corrupt.get(rel, (-1, 0))
+                if flip_times:
+                    self.faults.corrupt[rel] = (flip_at, flip_times - 1)
+                else:
+                    flip_at = -1
+                varying = self.faults.corrupt_varying.get(rel, 0)
+                if varying:
+                    self.faults.corrupt_varying[rel] = varying - 1
+                    flip_at = 1000 + varying
+                cut_at, cut_times = self.faults.cut_after.get(rel, (-1, 0))
+                if cut_times:
+                    self.faults.cut_after[rel] = (cut_at, cut_times - 1)
+                else:
+                    cut_at = -1
             with f.content_path.open("rb") as src:
                 src.seek(start)
                 try:
                     while chunk := src.read(1 << 20):
+                        offset = start + sent
+                        if offset <= flip_at < offset + len(chunk):
+                            flipped = bytearray(chunk)
+                            flipped[flip_at - offset] ^= 0x01
+                            chunk = bytes(flipped)
+                        if cut_at >= 0 and sent + len(chunk) > cut_at:
+                            h.wfile.write(chunk[: max(0, cut_at - sent)])
+                            h.wfile.flush()
+                            sent += max(0, cut_at - sent)
+                            # An abrupt close: the client sees the body end short of content-length.
+                            h.connection.shutdown(socket.SHUT_RDWR)
+                            h.close_connection = True
+                            break
+                        self._throttle(len(chunk))
                         if stall_at is not None and sent + len(chunk) > stall_at:
                             chunk = chunk[: max(0, stall_at - sent)]
                             h.wfile.write(chunk)
@@ -168,6 +219,17 @@ class HubFront:
                     h.close_connection = True
         with self._lock:
             self.bytes_sent[rel] = self.bytes_sent.get(rel, 0) + sent
+
+    def _throttle(self, n: int) -> None:
+        """Hold the sender until the shared egress budget allows `n` more bytes."""
+        if self.faults.egress_limit <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self._egress_free_at = max(self._egress_free_at, now) + n / self.faults.egress_limit
+            wait = self._egress_free_at - now - n / self.faults.egress_limit
+        if wait > 0:
+            time.sleep(wait)
 
     def _proxy(self, h: BaseHTTPRequestHandler) -> None:
         auth = h.headers.get("authorization")

@@ -13,12 +13,15 @@ The invariants, per file:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
 import threading
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -48,7 +51,27 @@ class Cancelled(Exception):
 
 
 class HashMismatch(TransientError):
-    pass
+    """The bytes received are not the listed file. `digest` is what they hashed to, when the whole
+    file came from one source in one response (so two such digests can be compared)."""
+
+    def __init__(self, reason: str, digest: str | None = None) -> None:
+        super().__init__(reason)
+        self.digest = digest
+
+
+class SourceFailed(Exception):
+    """A secondary source (a peer) could not deliver the file; the caller picks another source.
+    The partial keeps any bytes that may be good; the final hash decides."""
+
+    def __init__(self, source: str, reason: str, corrupt: bool) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+        self.corrupt = corrupt  # it sent bytes that failed verification
+
+
+# A wrong digest is retried once: a flipped bit in transit does not repeat, a corrupt object does.
+MISMATCH_RETRIES = 1
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,18 @@ class FetchSettings:
 
     def url(self, path: str) -> str:
         return f"{self.endpoint.rstrip('/')}/{self.repo_id}/resolve/{self.commit}/{urllib.parse.quote(path)}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one file's bytes come from: the hub (retried, with backoff) or a peer (tried once).
+    `client` carries the credentials for that source only: the hub token never goes to a peer."""
+
+    name: str
+    client: httpx.Client
+    url: Callable[[str], str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    is_hub: bool = True
 
 
 def make_client(token: str | None, stall_timeout: float, workers: int, user_agent: str) -> httpx.Client:
@@ -87,16 +122,24 @@ class _Partial:
 
     def __init__(self, path: Path, expected: RemoteFile, hasher: StreamHasher, have: int) -> None:
         self.path, self.expected, self.hasher, self.have = path, expected, hasher, have
+        # Whether every byte held came from one response that started at byte 0: only then is
+        # the digest of a mismatch a fact about the source rather than about a mix of sources.
+        self.single_response = have == 0
 
     def restart(self, progress: Progress) -> None:
         progress.discarded(self.have)
         self.hasher, self.have = StreamHasher(self.expected), 0
+        self.single_response = True
         with self.path.open("wb"):
             pass
 
     def discard(self, progress: Progress) -> None:
         progress.discarded(self.have)
         self.path.unlink(missing_ok=True)
+
+
+class DiskFull(Exception):
+    pass
 
 
 class Fetcher:
@@ -115,11 +158,15 @@ class Fetcher:
         self._progress = progress
         self._manifest = manifest
         self._cancel = cancel
+        self.hub = Source("hub", client, settings.url)
 
-    def fetch(self, f: RemoteFile) -> None:
-        """Bring `f` into place verified, or raise FetchFailed / Cancelled."""
+    def fetch(self, f: RemoteFile, source: Source | None = None) -> None:
+        """Bring `f` into place verified from `source` (default the hub), or raise FetchFailed /
+        Cancelled; a peer source that fails raises SourceFailed instead, after one try."""
+        src = source or self.hub
         final = self._dest / f.path
         attempts = Attempts(self._s.max_retries)
+        wrong: list[str | None] = []  # digests of the mismatching copies received, in order
         state: _Partial | None = None
         while True:
             if self._cancel.is_set():
@@ -128,10 +175,13 @@ class Fetcher:
                 if state is None:
                     state = self._open_partial(f, partial_path(self._dest, f.path))
                 if state.have < f.size:
-                    self._stream_rest(f, state)
+                    self._stream_rest(f, state, src)
                 digest = state.hasher.hexdigest()
                 if digest != f.expected_digest:
-                    raise HashMismatch(f"{f.hash_kind} mismatch: the hub lists {f.expected_digest}, received {digest}")
+                    raise HashMismatch(
+                        f"{f.hash_kind} mismatch: the hub lists {f.expected_digest}, received {digest}",
+                        digest if state.single_response else None,
+                    )
                 self._place(state.path, final)
                 self._manifest.record(f.path, f, final)
                 self._progress.file_done()
@@ -140,6 +190,10 @@ class Fetcher:
                 if isinstance(exc, HashMismatch) and state is not None:
                     state.discard(self._progress)  # never keep bytes that failed verification
                     state = None
+                if not src.is_hub:
+                    raise SourceFailed(src.name, str(exc), corrupt=isinstance(exc, HashMismatch)) from None
+                if isinstance(exc, HashMismatch):
+                    self._judge_mismatch(f, exc, wrong)
                 delay = attempts.next_delay(exc)
                 if delay is None:
                     raise FetchFailed(
@@ -149,10 +203,31 @@ class Fetcher:
                 if self._cancel.wait(delay):
                     raise Cancelled() from None
             except FatalError as exc:
+                if not src.is_hub:
+                    raise SourceFailed(src.name, str(exc), corrupt=False) from None
+                raise FetchFailed(f.path, str(exc), permanent=True) from None
+            except DiskFull as exc:
                 raise FetchFailed(f.path, str(exc), permanent=True) from None
             except OSError as exc:
-                # Local I/O (disk full, permissions) is not something a retry fixes.
+                # Local I/O (permissions, a read-only file system) is not something a retry fixes.
                 raise FetchFailed(f.path, f"local I/O error: {exc}", permanent=True) from None
+
+    def _judge_mismatch(self, f: RemoteFile, exc: HashMismatch, wrong: list[str | None]) -> None:
+        """Raise when retrying the hub cannot help: the same wrong bytes twice are the object
+        itself (a corrupt upload or a listing that names another object), not the network."""
+        if exc.digest is not None and exc.digest in wrong:
+            raise FetchFailed(
+                f.path,
+                f"the hub served the same wrong bytes twice ({f.hash_kind} {exc.digest}, the listing says "
+                f"{f.expected_digest}): the object on the hub does not match its listed hash; "
+                "fix or re-upload it on the hub, or pin a revision whose files verify",
+                permanent=True,
+            )
+        wrong.append(exc.digest)
+        if len(wrong) > MISMATCH_RETRIES:
+            raise FetchFailed(
+                f.path, f"bytes failed verification {len(wrong)} times, with different digests; last: {exc}"
+            )
 
     def _open_partial(self, f: RemoteFile, path: Path) -> _Partial:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,23 +247,20 @@ class Fetcher:
         LOG.info("%s: resuming at %s of %s (prefix re-hashed)", f.path, human_bytes(have), human_bytes(f.size))
         return _Partial(path, f, hasher, hasher.fed)
 
-    def _stream_rest(self, f: RemoteFile, state: _Partial) -> None:
-        headers = {"range": f"bytes={state.have}-"} if state.have else {}
+    def _stream_rest(self, f: RemoteFile, state: _Partial, src: Source) -> None:
+        headers = dict(src.headers)
+        if state.have:
+            headers["range"] = f"bytes={state.have}-"
+            state.single_response = False
         try:
-            with self._client.stream("GET", self._s.url(f.path), headers=headers) as response:
+            with src.client.stream("GET", src.url(f.path), headers=headers) as response:
                 self._accept_response(f, state, response)
-                with state.path.open("r+b", buffering=WRITE_BUFFER) as out:
-                    out.seek(state.have)
-                    out.truncate()
-                    for chunk in response.iter_bytes():
-                        if state.have + len(chunk) > f.size:
-                            raise HashMismatch(f"the server sent more than the listed {f.size} bytes")
-                        out.write(chunk)
-                        state.hasher.update(chunk)
-                        state.have += len(chunk)
-                        self._progress.received(len(chunk))
-                        if self._cancel.is_set():
-                            raise Cancelled()
+                try:
+                    self._write_body(f, state, response)
+                except OSError as exc:
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                        raise self._disk_full(f, state, exc) from None
+                    raise
         except httpx.TimeoutException:
             raise TransientError(
                 f"stalled: no data for {self._s.stall_timeout:g}s at {human_bytes(state.have)}"
@@ -197,6 +269,49 @@ class Fetcher:
             raise TransientError(f"connection error at {human_bytes(state.have)}: {type(exc).__name__}") from None
         if state.have < f.size:
             raise TransientError(f"connection closed at {state.have} of {f.size} bytes")
+
+    def _write_body(self, f: RemoteFile, state: _Partial, response: httpx.Response) -> None:
+        with state.path.open("r+b", buffering=WRITE_BUFFER) as out:
+            out.seek(state.have)
+            out.truncate()
+            # Bytes are hashed once they are on disk, so `have` and the hash describe exactly the
+            # bytes the partial holds, also when the buffer's flush is what fails (disk full).
+            pending: list[bytes] = []
+            pending_len = 0
+            try:
+                for chunk in response.iter_bytes():
+                    if state.have + pending_len + len(chunk) > f.size:
+                        raise HashMismatch(f"the server sent more than the listed {f.size} bytes")
+                    out.write(chunk)
+                    pending.append(chunk)
+                    pending_len += len(chunk)
+                    if pending_len >= WRITE_BUFFER:
+                        out.flush()
+                        self._commit_written(state, pending)
+                        pending, pending_len = [], 0
+                    if self._cancel.is_set():
+                        raise Cancelled()
+            finally:
+                # Also after a stall or a cut: what arrived is kept and the next try resumes after it.
+                out.flush()
+                self._commit_written(state, pending)
+
+    def _commit_written(self, state: _Partial, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            state.hasher.update(chunk)
+            state.have += len(chunk)
+            self._progress.received(len(chunk))
+
+    def _disk_full(self, f: RemoteFile, state: _Partial, exc: OSError) -> DiskFull:
+        try:
+            free = shutil.disk_usage(state.path.parent).free
+        except OSError:
+            free = 0
+        return DiskFull(
+            f"no space left writing {state.path} ({exc.strerror}): {human_bytes(f.size - state.have)} more "
+            f"needed for this file, {human_bytes(free)} free; the {human_bytes(state.have)} written are "
+            "kept there and resumed once space is freed"
+        )
 
     def _accept_response(self, f: RemoteFile, state: _Partial, response: httpx.Response) -> None:
         status = response.status_code

@@ -9,6 +9,8 @@ go silent mid-body, or ignore Range on purpose.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import os
 import signal
 import subprocess
@@ -185,3 +187,179 @@ def test_a_stall_that_clears_resumes_where_it_stopped(
     # Only finished responses are counted (the stalled one is still parked): the resumed one sent the rest.
     assert front.bytes_sent[SHARD] == tiny_repo.files[SHARD].size - 300_000
     assert hashlib.sha256((tmp_path / "m" / SHARD).read_bytes()).hexdigest() == tiny_repo.files[SHARD].sha256
+
+
+# --- C7: poisoned downloads (issue 11) ------------------------------------------------------------
+
+
+def test_the_same_wrong_bytes_twice_fail_at_once_as_permanent(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One retry, not ten: the second identical wrong digest proves the object itself is bad."""
+    front.faults.corrupt[SHARD] = (1234, 99)
+    started = time.monotonic()
+    out = run_download(
+        monkeypatch, tmp_path, front.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(tmp_path / "m")
+    )
+    elapsed = time.monotonic() - started
+    assert out.code == 3, out.log
+    assert [r.status for r in front.resolve_requests(SHARD)] == [200, 200]
+    assert out.termination is not None and out.termination["permanent"] is True
+    assert out.termination["file"] == SHARD
+    assert "same wrong bytes twice" in out.termination["error"]
+    assert elapsed < 15, elapsed  # one backoff step (<= 1 s) plus two transfers, on a busy machine
+    assert not (tmp_path / "m" / SHARD).exists()
+    assert not (tmp_path / "m" / ".ome-download" / "partial" / SHARD).exists()
+
+
+def test_wrong_bytes_once_are_fetched_again_and_verify(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front.faults.corrupt[SHARD] = (1234, 1)  # a bit flipped in transit, once
+    out = run_download(
+        monkeypatch, tmp_path, front.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(tmp_path / "m")
+    )
+    assert out.code == 0, out.log
+    assert [r.range for r in front.resolve_requests(SHARD)] == [None, None]  # the bad copy was not resumed
+    assert hashlib.sha256((tmp_path / "m" / SHARD).read_bytes()).hexdigest() == tiny_repo.files[SHARD].sha256
+
+
+def test_different_wrong_bytes_twice_fail_as_retryable(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two different wrong digests look like a bad path, not a bad object: exit 1, the Job may retry."""
+    front.faults.corrupt_varying[SHARD] = 2  # each response flips a different byte
+    out = run_download(
+        monkeypatch, tmp_path, front.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(tmp_path / "m")
+    )
+    assert out.code == 1, out.log
+    assert len(front.resolve_requests(SHARD)) == 2
+    assert out.termination is not None and out.termination["permanent"] is False
+    assert "different digests" in out.termination["error"]
+    assert not (tmp_path / "m" / SHARD).exists()
+
+
+def test_a_hub_answering_503_with_retry_after_for_a_while_is_waited_out(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front.faults.busy[SHARD] = (503, 3, "1")
+    front.faults.busy["config.json"] = (429, 2, "1")
+    out = run_download(
+        monkeypatch, tmp_path, front.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(tmp_path / "m")
+    )
+    assert out.code == 0, out.log
+    tries = front.resolve_requests(SHARD)
+    assert [r.status for r in tries] == [503, 503, 503, 200]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(tries)]
+    assert all(g >= 1.0 for g in gaps), gaps  # never sooner than the hub asked
+    assert [r.status for r in front.resolve_requests("config.json")] == [429, 429, 200]
+    assert hashlib.sha256((tmp_path / "m" / SHARD).read_bytes()).hexdigest() == tiny_repo.files[SHARD].sha256
+
+
+def test_a_connection_cut_mid_file_resumes_from_the_verified_offset(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cut = 200_000
+    front.faults.cut_after[SHARD] = (cut, 1)
+    out = run_download(
+        monkeypatch, tmp_path, front.endpoint, f"hf://{tiny_repo.repo_id}", "--dest", str(tmp_path / "m")
+    )
+    assert out.code == 0, out.log
+    assert [r.range for r in front.resolve_requests(SHARD)] == [None, f"bytes={cut}-"]
+    assert front.bytes_sent[SHARD] == tiny_repo.files[SHARD].size  # not one byte sent twice
+    assert hashlib.sha256((tmp_path / "m" / SHARD).read_bytes()).hexdigest() == tiny_repo.files[SHARD].sha256
+
+
+def small_fs_command(mountpoint: Path, size: int, argv: list[str], listing: Path, pidfile: Path) -> list[str]:
+    """`argv` in its own user and mount namespace with a `size`-byte tmpfs on `mountpoint`: a disk
+    that really fills up (ENOSPC), no root and no loop device needed. The tmpfs lives only as long
+    as the namespace, so the wrapper records what is left on it before it goes."""
+    script = (
+        'mount -t tmpfs -o size="$1" tmpfs "$2" || exit 90; mp="$2"; ls="$3"; pf="$4"; shift 4; '
+        '"$@" & child=$!; echo "$child" > "$pf"; wait "$child"; rc=$?; '
+        'find "$mp" -type f -printf "%P %s\\n" > "$ls"; exit "$rc"'
+    )
+    return ["unshare", "-rm", "sh", "-c", script, "sh", str(size), str(mountpoint), str(listing), str(pidfile), *argv]
+
+
+def download_argv(repo_id: str, dest: Path, term: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ome_operator.cli", "download", f"hf://{repo_id}", "--dest", str(dest),
+            "--termination-log", str(term), *extra]  # fmt: skip
+
+
+def hub_env(endpoint: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "KUBECONFIG")}
+    env.update(HF_ENDPOINT=endpoint, HF_HUB_DISABLE_TELEMETRY="1")
+    return env
+
+
+def left_on_disk(listing: Path) -> dict[str, int]:
+    rows = [line.rsplit(" ", 1) for line in listing.read_text().splitlines() if line]
+    return {name: int(size) for name, size in rows}
+
+
+def test_a_disk_too_small_for_the_model_fails_permanently_before_writing(
+    front: HubFront, tiny_repo: FixtureRepo, tmp_path: Path
+) -> None:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    dest, term, listing = mount / "model", tmp_path / "term.json", tmp_path / "left.txt"
+    size = 256 << 10  # the tiny model is larger than this
+    assert tiny_repo.total_bytes > size
+    proc = subprocess.run(
+        small_fs_command(mount, size, download_argv(tiny_repo.repo_id, dest, term), listing, tmp_path / "pid"),
+        env=hub_env(front.endpoint), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    result = json.loads(term.read_text())
+    assert result["permanent"] is True
+    assert f"not enough space in {dest}" in result["error"] and "still to write" in result["error"]
+    assert front.resolve_requests() == []  # nothing fetched into a disk that cannot hold it
+    assert not {n for n in left_on_disk(listing) if not n.startswith("model/.ome-download/")}
+
+
+def test_a_disk_that_fills_up_mid_file_fails_permanently_naming_the_path_and_the_space(
+    front: HubFront, make_repo: object, tmp_path: Path
+) -> None:
+    """The space is there at the start; another writer takes it while a shard is on its way."""
+    repo: FixtureRepo = make_repo(  # type: ignore[operator]
+        shards=[[Tensor("big", "BF16", (4 << 20,))], [Tensor("small", "BF16", (1024,))]]
+    )
+    front.repos[repo.repo_id] = repo
+    big = "model-00001-of-00002.safetensors"
+    front.faults.stall_after[big] = (5 << 20, 1)  # past the first 4 MiB write-buffer flush
+    mount = tmp_path / "small"
+    mount.mkdir()
+    dest, term, listing, pidfile = mount / "model", tmp_path / "term.json", tmp_path / "left.txt", tmp_path / "pid"
+    argv = download_argv(repo.repo_id, dest, term, "--stall-timeout", "2", "--workers", "1")
+    proc = subprocess.Popen(
+        small_fs_command(mount, 12 << 20, argv, listing, pidfile),
+        env=hub_env(front.endpoint), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: front.resolve_requests(big), 30, "the big shard's request")
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the downloader's pid")
+        view = Path(f"/proc/{pidfile.read_text().strip()}/root") / mount.relative_to("/")
+        on_disk = view / "model" / ".ome-download" / "partial" / big
+        wait_for(lambda: on_disk.exists() and on_disk.stat().st_size >= 4 << 20, 30, "4 MiB of the shard on disk")
+        with (view / "filler").open("wb") as filler:  # the other writer, inside the same tmpfs
+            try:
+                while True:
+                    filler.write(b"\0" * (64 << 10))
+                    filler.flush()
+            except OSError:
+                pass
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, stderr
+    result = json.loads(term.read_text())
+    assert result["permanent"] is True and result["file"] == big
+    partial = dest / ".ome-download" / "partial" / big
+    assert f"no space left writing {partial}" in result["error"], result["error"]
+    assert "more needed for this file" in result["error"]
+    left = left_on_disk(listing)
+    assert f"model/{big}" not in left  # never under the final name
+    assert 0 < left[f"model/.ome-download/partial/{big}"] < repo.files[big].size  # kept for a resume

@@ -138,6 +138,7 @@ def test_a_touched_file_is_rehashed_not_refetched_and_a_corrupted_one_is_refetch
 def test_one_flipped_bit_on_the_hub_fails_verification_and_leaves_no_final_file(
     hub: Hub, make_repo: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The same wrong bytes come back on the one retry: permanent (exit 3), not ten more tries."""
     repo: FixtureRepo = make_repo(seed=7)  # type: ignore[operator]
     victim = repo.files["model-00002-of-00003.safetensors"]
     obj = bytearray(victim.content_path.read_bytes())
@@ -148,14 +149,15 @@ def test_one_flipped_bit_on_the_hub_fails_verification_and_leaves_no_final_file(
     out = run_download(
         monkeypatch, tmp_path, hub.endpoint, f"hf://{repo.repo_id}", "--dest", str(dest), "--max-retries", "1"
     )
-    assert out.code == 1, out.log
+    assert out.code == 3, out.log
     assert not (dest / victim.path).exists()
     assert not (dest / ".ome-download" / "partial" / victim.path).exists()
     assert "sha256 mismatch" in out.log and victim.path in out.log
     assert out.termination is not None
     assert out.termination["status"] == "Failed"
     assert out.termination["file"] == victim.path
-    assert out.termination["permanent"] is False
+    assert out.termination["permanent"] is True
+    assert "same wrong bytes twice" in out.termination["error"]
     # The untouched files that finished are verified and recorded; the bad one never is.
     recorded = json.loads((dest / ".ome-download" / "manifest.json").read_text())["files"]
     assert victim.path not in recorded
