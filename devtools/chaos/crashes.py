@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from .env import ChaosEnv
 from .flows import FLOWS
@@ -24,6 +24,14 @@ def baseline_of(env: ChaosEnv, name: str, baselines: dict[str, Baseline]) -> Bas
     return baselines[name]
 
 
+def killer(env: ChaosEnv, k: int) -> Callable[[], None]:
+    return lambda: env.front.kill_after_write(k, env.pid, signal.SIGKILL)
+
+
+def dropper(env: ChaosEnv, k: int) -> Callable[[], None]:
+    return lambda: env.front.drop_response_of_write(k)
+
+
 def run_c1(env: ChaosEnv, plan: dict[str, Iterable[int] | None], baselines: dict[str, Baseline]) -> Row:
     """`plan`: flow -> the k to try (None: every k from 1 to the baseline's N)."""
     row = Row("C1 crash after write k")
@@ -33,9 +41,7 @@ def run_c1(env: ChaosEnv, plan: dict[str, Iterable[int] | None], baselines: dict
         base = baseline_of(env, name, baselines)
         chosen = list(range(1, base.writes + 1)) if ks is None else list(ks)
         for k in chosen:
-            outcome = run_faulted(
-                env, flow, base, lambda k=k: env.front.kill_after_write(k, env.pid, signal.SIGKILL), expect_death=True
-            )
+            outcome = run_faulted(env, flow, base, killer(env, k), expect_death=True)
             tally(row, name, k, outcome, worst)
         row.figures[f"{name} k"] = f"{len(chosen)}/{base.writes}"
     figures(row, worst, baselines, plan)
@@ -50,14 +56,14 @@ def run_c2(env: ChaosEnv, plan: dict[str, Iterable[int] | None], baselines: dict
         base = baseline_of(env, name, baselines)
         chosen = list(range(1, base.writes + 1)) if ks is None else list(ks)
         for k in chosen:
-            outcome = run_faulted(env, flow, base, lambda k=k: env.front.drop_response_of_write(k), expect_death=False)
+            outcome = run_faulted(env, flow, base, dropper(env, k), expect_death=False)
             tally(row, name, k, outcome, worst)
         row.figures[f"{name} k"] = f"{len(chosen)}/{base.writes}"
     figures(row, worst, baselines, plan)
     return row
 
 
-def figures(row: Row, worst: dict[str, float], baselines: dict[str, Baseline], plan: dict[str, object]) -> None:
+def figures(row: Row, worst: dict[str, float], baselines: dict[str, Baseline], plan: Mapping[str, object]) -> None:
     converge = [worst[n] for n in plan if n in worst]
     row.figures["max s to converge"] = f"{max(converge, default=0):.1f}"
     row.figures["baseline N"] = ",".join(f"{n}={baselines[n].writes}" for n in plan if n in baselines)

@@ -49,6 +49,8 @@ class ChaosEnv:
         self.front = ApiFront(cluster.kubeconfig).start()
         self.kubeconfig = self.front.write_kubeconfig(workdir / "operator.kubeconfig", token=self.token)
         self.op: OperatorProcess | None = None
+        # Fronts of other replicas (C5): their writes count towards "quiet" too.
+        self.other_fronts: list[ApiFront] = []
         self.starts = 0
         self.files = reference_files()
         self.api: Any = cluster.api_client()
@@ -120,13 +122,21 @@ class ChaosEnv:
         found = self.items("inferenceservices", NS, name=ISVC)
         return found[0] if found else None
 
+    def writes(self) -> int:
+        return self.front.writes + sum(f.writes for f in self.other_fronts)
+
+    def log_text(self) -> str:
+        if self.op is None or not self.op.log_path.exists():
+            return ""
+        return self.op.log_path.read_text(errors="replace")
+
     def wait_quiet(self, goal: Any, timeout: float, what: str) -> float:
         """Wait until `goal()` holds and the operator has been quiet; seconds it took."""
         t0 = time.monotonic()
         state = {"writes": -1, "since": time.monotonic()}
 
         def probe() -> bool:
-            writes = self.front.writes
+            writes = self.writes()
             if writes != state["writes"]:
                 state["writes"], state["since"] = writes, time.monotonic()
                 return False

@@ -227,3 +227,20 @@ def test_peak_rate(front: ApiFront) -> None:
     assert front.peak_rate() >= 10
     front.clear_counters()
     assert front.peak_rate() == 0
+
+
+def test_stall_watches_keeps_other_requests_flowing(cluster: ClusterHandle, front: ApiFront) -> None:
+    rv = json.loads(request(front, "GET", "/api/v1/namespaces/default/configmaps")[2])["metadata"]["resourceVersion"]
+    c = conn(front, timeout=1)
+    c.request("GET", f"/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=60&resourceVersion={rv}")
+    watch = c.getresponse()
+    front.stall_watches(None)
+    cluster.kubectl("create", "configmap", f"sw-{uuid.uuid4().hex[:6]}", "-n", "default")
+    with pytest.raises(TimeoutError):
+        while True:
+            watch.read1(65536)
+    assert request(front, "GET", "/api/v1/namespaces", timeout=5)[0] == 200
+    with pytest.raises(TimeoutError):
+        request(front, "GET", "/api/v1/namespaces?watch=true", timeout=1)
+    front.clear()
+    c.close()
