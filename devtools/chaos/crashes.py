@@ -24,6 +24,15 @@ def baseline_of(env: ChaosEnv, name: str, baselines: dict[str, Baseline]) -> Bas
     return baselines[name]
 
 
+def choose(ks: int | Iterable[int] | None, n: int) -> list[int]:
+    """None: every k of 1..n; an int: that many spread over 1..n; else the given k."""
+    if ks is None:
+        return list(range(1, n + 1))
+    if isinstance(ks, int):
+        return sample(n, ks)
+    return list(ks)
+
+
 def killer(env: ChaosEnv, k: int) -> Callable[[], None]:
     return lambda: env.front.kill_after_write(k, env.pid, signal.SIGKILL)
 
@@ -32,14 +41,14 @@ def dropper(env: ChaosEnv, k: int) -> Callable[[], None]:
     return lambda: env.front.drop_response_of_write(k)
 
 
-def run_c1(env: ChaosEnv, plan: dict[str, Iterable[int] | None], baselines: dict[str, Baseline]) -> Row:
+def run_c1(env: ChaosEnv, plan: Mapping[str, int | Iterable[int] | None], baselines: dict[str, Baseline]) -> Row:
     """`plan`: flow -> the k to try (None: every k from 1 to the baseline's N)."""
     row = Row("C1 crash after write k")
     worst: dict[str, float] = {}
     for name, ks in plan.items():
         flow = FLOWS[name]
         base = baseline_of(env, name, baselines)
-        chosen = list(range(1, base.writes + 1)) if ks is None else list(ks)
+        chosen = choose(ks, base.writes)
         for k in chosen:
             outcome = run_faulted(env, flow, base, killer(env, k), expect_death=True)
             tally(row, name, k, outcome, worst)
@@ -48,13 +57,13 @@ def run_c1(env: ChaosEnv, plan: dict[str, Iterable[int] | None], baselines: dict
     return row
 
 
-def run_c2(env: ChaosEnv, plan: dict[str, Iterable[int] | None], baselines: dict[str, Baseline]) -> Row:
+def run_c2(env: ChaosEnv, plan: Mapping[str, int | Iterable[int] | None], baselines: dict[str, Baseline]) -> Row:
     row = Row("C2 lost response of write k")
     worst: dict[str, float] = {}
     for name, ks in plan.items():
         flow = FLOWS[name]
         base = baseline_of(env, name, baselines)
-        chosen = list(range(1, base.writes + 1)) if ks is None else list(ks)
+        chosen = choose(ks, base.writes)
         for k in chosen:
             outcome = run_faulted(env, flow, base, dropper(env, k), expect_death=False)
             tally(row, name, k, outcome, worst)
