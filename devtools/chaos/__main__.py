@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="C1,C2,C3,C4,C5,C6,C7,C8,C9")
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "ome-chaos")
     args = parser.parse_args(argv)
+    # A TERM (Ctrl-C, a CI timeout) still stops the cluster: the `finally` below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     wanted = set(args.rows.upper().split(","))
     quick = args.plan == "quick"

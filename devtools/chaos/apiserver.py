@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devtools.procs import iter_cmdlines
+from devtools.procs import iter_cmdlines, pdeathsig_preexec
 
 
 def apiserver_pid(cluster_dir: Path) -> int:
@@ -37,6 +38,7 @@ def restart_apiserver(cluster_dir: Path, ready: Callable[[], bool], timeout: flo
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=pdeathsig_preexec(),  # like the cluster's own: it dies with the campaign
         )
     while time.monotonic() - t0 < timeout:
         try:
@@ -46,3 +48,25 @@ def restart_apiserver(cluster_dir: Path, ready: Callable[[], bool], timeout: flo
             pass
         time.sleep(0.2)
     raise TimeoutError(f"kube-apiserver not ready {timeout:.0f} s after restart")
+
+
+def runner_alive(cluster_dir: Path) -> bool:
+    return any("devtools.runner" in argv and str(cluster_dir) in argv for _, argv in iter_cmdlines() if len(argv) > 2)
+
+
+def respawn_runner(cluster_dir: Path) -> None:
+    """devtools.runner (the stand-in kubelets) exits when a request to the API server fails, so an
+    apiserver restart takes it down; a real kubelet outlives one. Start it again, as the cluster does."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    with open(cluster_dir / "logs" / "runner.log", "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "devtools.runner", "--cluster-dir", str(cluster_dir)],
+            cwd=cluster_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=pdeathsig_preexec(),
+        )
