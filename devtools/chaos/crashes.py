@@ -11,9 +11,11 @@ from .runs import Baseline, Row, record_baseline, run_faulted, tally
 
 
 def sample(n: int, count: int) -> list[int]:
-    """`count` write numbers spread over 1..n, always with the first and the last."""
+    """`count` write numbers spread over 1..n, with the first and the last when count >= 2."""
     if n <= count:
         return list(range(1, n + 1))
+    if count <= 1:
+        return [(n + 1) // 2]  # one point: the middle of the flow
     step = (n - 1) / (count - 1)
     return sorted({1 + round(i * step) for i in range(count)})
 

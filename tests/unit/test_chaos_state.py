@@ -52,3 +52,4 @@ def test_sample_spreads_and_keeps_both_ends() -> None:
     assert sample(5, 10) == [1, 2, 3, 4, 5]
     ks = sample(83, 6)
     assert ks[0] == 1 and ks[-1] == 83 and len(ks) == 6
+    assert sample(36, 1) == [18]  # regression: one sample divided by zero and lost the C1 row
