@@ -120,6 +120,7 @@ def _restore_node(env: ChaosEnv, node: dict[str, Any]) -> None:
     for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
         meta.pop(key, None)
     fresh.pop("status", None)
+    fresh["apiVersion"], fresh["kind"] = "v1", "Node"  # items of a list carry neither
     env.kubectl("create", "-f", "-", stdin=json.dumps(fresh))
 
 
