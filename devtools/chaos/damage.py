@@ -61,7 +61,11 @@ def run_c6(env: ChaosEnv, baselines: dict[str, Baseline]) -> Row:
     row = Row("C6 node loss")
     base = baseline_of(env, "create", baselines)
     for mode in ("deleted", "NotReady"):
-        _ensure_created(env)
+        try:
+            _ensure_created(env)
+        except WaitTimeout as exc:  # what an earlier mode left broken: a failure, not a harness error
+            row.fail("precondition not reached", f"before node {mode}: {exc}")
+            continue
         pod = env.items("pods", NS, name=VICTIM_POD)[0]
         node_name = pod["spec"]["nodeName"]
         node = env.items("nodes", name=node_name)[0]
