@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export GOTOOLCHAIN := local
 
 .PHONY: install test lint unit integration crds golden charts sglang-flags cluster-bins store-bins cluster-up cluster-down \
-        hub-up hub-down demo demo-down bench bench-scale bench-download bench-fairness clean
+        hub-up hub-down demo demo-down bench bench-scale bench-download bench-fairness chaos clean
 
 install: $(STAMP)
 
@@ -89,3 +89,9 @@ bench-download: install cluster-bins
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build dist *.egg-info
+
+# The reliability campaign (issue 11): crash after every write, lost responses, cut watches,
+# brown-outs, failover, node loss, poisoned downloads, poison pills, uninstall; one table.
+# PLAN=quick samples k on every flow (see README, Reliability).
+chaos: install cluster-bins
+	$(BIN)/python -m devtools.chaos --plan $(or $(PLAN),full)

@@ -63,6 +63,7 @@ class _Faults:
     error_until: float | None = None
     delay_seconds: float = 0.0
     delay_until: float | None = None
+    stall_watches_until: float | None = None
 
 
 def _active(until: float | None) -> bool:
@@ -328,6 +329,8 @@ class ApiFront:
             conn.reset()
         except OSError:
             conn.reset()
+        except asyncio.CancelledError:
+            conn.reset()  # stop(): nothing to report
         finally:
             self._conns.discard(conn)
             if not writer.transport.is_closing():
@@ -335,10 +338,16 @@ class ApiFront:
             for _, up in conn.upstream.values():
                 up.transport.abort()
 
-    async def _hold_while_blackholed(self) -> None:
+    def stall_watches(self, seconds: float | None) -> None:
+        """Watches go silent without closing: open streams deliver nothing and new watch requests
+        are held unanswered, while every other request is served (a half-dead watch)."""
+        with self._lock:
+            self._faults.stall_watches_until = _deadline(seconds)
+
+    async def _hold_while_blackholed(self, watch: bool = False) -> None:
         while True:
             with self._lock:
-                holding = _active(self._faults.blackhole_until)
+                holding = _active(self._faults.blackhole_until) or (watch and _active(self._faults.stall_watches_until))
             if not holding:
                 return
             await asyncio.sleep(0.05)
@@ -352,10 +361,10 @@ class ApiFront:
             return False  # the client closed between requests
         method, target, headers = _parse_request_head(head)
         body = await _read_body(conn.reader, headers)
-        await self._hold_while_blackholed()
         path = urllib.parse.urlsplit(target)
         query = urllib.parse.parse_qs(path.query)
         is_watch = query.get("watch", [""])[0].lower() in ("true", "1") or "/watch/" in path.path
+        await self._hold_while_blackholed(is_watch)
         entry: dict[str, Any] = {"t": time.time(), "mono": time.monotonic(), "method": method, "path": target}
         entry["watch"] = is_watch
         with self._lock:
@@ -408,7 +417,7 @@ class ApiFront:
             conn.watching = True
         if delay:
             await asyncio.sleep(delay)
-        await self._hold_while_blackholed()
+        await self._hold_while_blackholed(is_watch)
         with self._lock:
             drop = write_no is not None and write_no == self._faults.drop_at
             kill = write_no is not None and write_no == self._faults.kill_at
@@ -423,7 +432,11 @@ class ApiFront:
             entry["dropped"] = True
             raise _Reset
         conn.writer.write(resp_head)
-        keep = await _relay_body(up_reader, conn.writer, resp_headers, method, status_line, self._hold_while_blackholed)
+
+        async def hold() -> None:
+            await self._hold_while_blackholed(is_watch)
+
+        keep = await _relay_body(up_reader, conn.writer, resp_headers, method, status_line, hold)
         await conn.writer.drain()
         if kill and kill_pid is not None:
             pid = kill_pid() if callable(kill_pid) else kill_pid

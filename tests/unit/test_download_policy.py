@@ -89,7 +89,9 @@ def test_a_recreated_or_reusing_job_is_a_job_of_its_own() -> None:
             "apiVersion": "ome.io/v1beta1",
             "kind": "ClusterBaseModel",
             "metadata": {"name": "m", "uid": "u"},
-            "spec": {"storage": {"storageUri": "hf://org/repo", "path": "/raid/models/m", "downloadPolicy": "ReuseIfExists"}},
+            "spec": {
+                "storage": {"storageUri": "hf://org/repo", "path": "/raid/models/m", "downloadPolicy": "ReuseIfExists"}
+            },
         }
     )
     from ome_operator.render.download import render_model
