@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ class FairnessFigures:
     children: int  # the big object's children: a Service and a StatefulSet per group, one Service more
     big_children_when_neighbour_done: int  # of those, how many existed at that moment
     big_children_at_delete: int
-    big_children_after_delete: int  # created after the delete was issued (at most the chunk in flight)
+    big_children_after_delete: int  # more than when the delete was issued (a count, racing the operator)
+    deleted_at: str = ""  # UTC time just before the delete was sent (audit-log comparisons)
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
@@ -131,10 +133,15 @@ def run_fairness(kubeconfig: Path, namespace: str, model: str, groups: int = 400
     at_neighbour = count_children(kubeconfig, namespace, "big")
     wait(lambda: applying() and len(messages) >= 2, 120, "a second progress message")
     at_delete = count_children(kubeconfig, namespace, "big")
+    deleted_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     kubectl(kubeconfig, "delete", "isvc", "big", "-n", namespace, "--wait=false")
     time.sleep(5)
     after = max(0, count_children(kubeconfig, namespace, "big") - at_delete)
-    return FairnessFigures(groups, first_progress, len(messages), react, 2 * groups + 1, at_neighbour, at_delete, after)
+    figures = FairnessFigures(
+        groups, first_progress, len(messages), react, 2 * groups + 1, at_neighbour, at_delete, after
+    )
+    figures.deleted_at = deleted_at
+    return figures
 
 
 def main() -> None:
