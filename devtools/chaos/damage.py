@@ -123,7 +123,9 @@ def _restore_node(env: ChaosEnv, node: dict[str, Any]) -> None:
     meta = fresh["metadata"]
     for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
         meta.pop(key, None)
-    fresh.pop("status", None)
+    # Capacity is status: without it the node has no GPUs (the first C6 run lost that way).
+    status = fresh.pop("status", {}) or {}
+    fresh["status"] = {k: status[k] for k in ("capacity", "allocatable") if k in status}
     fresh["apiVersion"], fresh["kind"] = "v1", "Node"  # items of a list carry neither
     env.kubectl("create", "-f", "-", stdin=json.dumps(fresh))
 
