@@ -1,6 +1,7 @@
 """The fast subset of the chaos campaign (issue 11) in `make test`: C1 on OME's Kimi K2 create for
-every k (SIGKILL right after the operator's k-th write, restart, wait) and C2 for a sample of k (the
-k-th write applied, its response lost). Each run must end in the same objects and status as the
+a spread sample of k (SIGKILL right after the operator's k-th write, restart, wait) and C2 for a
+sample of k (the k-th write applied, its response lost). Every k of the create (about 77 runs of
+40-70 s here) does not fit `make test`'s budget; `make chaos` runs them all. Each run must end in the same objects and status as the
 uninterrupted create: names, owner references, rendered content, conditions; nothing duplicated.
 
 The operator reaches the API server only through devtools.apifront (the fault injector); the
@@ -49,13 +50,13 @@ def explain(row: Row) -> str:
     return f"{row.as_dict()}\n" + "\n".join(row.details)
 
 
-def test_c1_sigkill_after_every_write_of_the_create(env: ChaosEnv, create_baseline: Baseline) -> None:
-    row = run_c1(env, {"create": None}, {"create": create_baseline})
-    assert row.runs == create_baseline.writes
+def test_c1_sigkill_after_sampled_writes_of_the_create(env: ChaosEnv, create_baseline: Baseline) -> None:
+    row = run_c1(env, {"create": 6}, {"create": create_baseline})
+    assert row.runs == min(6, create_baseline.writes)
     assert not row.failures, explain(row)
 
 
 def test_c2_lost_response_of_sampled_writes_of_the_create(env: ChaosEnv, create_baseline: Baseline) -> None:
-    row = run_c2(env, {"create": 6}, {"create": create_baseline})
-    assert row.runs == 6
+    row = run_c2(env, {"create": 4}, {"create": create_baseline})
+    assert row.runs == 4
     assert not row.failures, explain(row)
