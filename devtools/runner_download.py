@@ -24,8 +24,15 @@ A download pod's container is `ome-operator download ...` (the operator's image,
 - **secrets** (`valueFrom.secretKeyRef`) read from the API server, as the kubelet does; a missing
   Secret or key keeps the pod from starting (CreateContainerConfigError).
 
-Init containers are not run: the only one the operator renders chowns the directory for the
-non-root download user, which has no meaning here (every process runs as the runner's user).
+- **the nodes' model roots**: on a real cluster the admin provides the operator's model roots on
+  every GPU node (the pods mount them as hostPath type `Directory`); every local node comes with the
+  chart's defaults (ensure_node_model_roots). A `subPath` is created when missing, as the kubelet
+  does, and a hostPath mounted with a subPath at `<path>/<subPath>` also maps `<path>` itself, so
+  the downloader's `--confine-root <path>` names the node's root.
+
+Init containers are not run: the only one the operator renders creates the model's directory and
+chowns it for the non-root download user (the downloader's own `--confine-root` check repeats the
+creation and the symlink refusals), which has no meaning here: every process runs as the runner's user.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Any
 
 from devtools.router import container_env
 from ome_operator.render.engine_args import expand_k8s
+from ome_operator.render.roots import DEFAULT_MODEL_ROOTS
 
 Obj = dict[str, Any]
 ENTRY_POINT = "ome-operator"
@@ -78,6 +86,12 @@ def node_host_path(cluster_dir: Path, node: str, host_path: str) -> Path:
     return node_root(cluster_dir, node) / normal.lstrip("/")
 
 
+def ensure_node_model_roots(cluster_dir: Path, node: str) -> None:
+    """The chart's default model roots exist on every local node, as an admin provides them."""
+    for root in DEFAULT_MODEL_ROOTS:
+        node_host_path(cluster_dir, node, root).mkdir(parents=True, exist_ok=True)
+
+
 @dataclass(frozen=True)
 class Mount:
     container_path: str
@@ -90,6 +104,7 @@ def resolve_mounts(
     """The container's volume mounts as local directories, created as the kubelet would."""
     volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
     node = str(pod["spec"].get("nodeName") or "")
+    ensure_node_model_roots(cluster_dir, node)
     mounts = []
     for vm in container.get("volumeMounts") or []:
         volume = volumes.get(vm["name"])
@@ -114,9 +129,17 @@ def resolve_mounts(
             kinds = sorted(k for k in volume if k != "name")
             raise MountError(f"volume {vm['name']!r} ({', '.join(kinds)}) is not supported by the local runner")
         sub = str(vm.get("subPath") or "")
+        container_path = posixpath.normpath(str(vm["mountPath"]))
         if sub:
+            if posixpath.isabs(sub) or ".." in sub.split("/"):
+                raise MountError(f"subPath {sub!r} of volume {vm['name']!r} leaves the volume")
+            volume_root = local
             local = local / sub
-        mounts.append(Mount(posixpath.normpath(str(vm["mountPath"])), local))
+            local.mkdir(parents=True, exist_ok=True)  # the kubelet creates a missing subPath
+            host_path = str((volume.get("hostPath") or {}).get("path") or "")
+            if host_path and container_path == posixpath.join(host_path, sub):
+                mounts.append(Mount(posixpath.normpath(host_path), volume_root))
+        mounts.append(Mount(container_path, local))
     # Longest first: /raid/models/x must win over /raid for paths under both.
     return sorted(mounts, key=lambda m: len(m.container_path), reverse=True)
 

@@ -75,19 +75,24 @@ def test_mounts_are_created_and_paths_rewritten_longest_first(tmp_path: Path) ->
     pod = job_pod()
     mounts = resolve_mounts(pod, pod["spec"]["containers"][0], tmp_path / "c", tmp_path / "w")
     models = tmp_path / "c/nodes/h200-003/root/raid/models/moonshotai/Kimi-K2-Instruct"
-    assert models.is_dir()  # DirectoryOrCreate
+    assert models.is_dir()  # the root's subPath, created as the kubelet does
+    root = tmp_path / "c/nodes/h200-003/root/raid/models"
+    assert rewrite_path("/raid/models", mounts) == str(root)  # --confine-root names the node's root
+    assert (tmp_path / "c/nodes/h200-003/root/mnt/models").is_dir()  # every local node has the default roots
     assert (tmp_path / "w/volumes/tmp").is_dir()  # emptyDir
     prefix = "/raid/models/moonshotai/Kimi-K2-Instruct"
     assert rewrite_path(prefix, mounts) == str(models)
     assert rewrite_path(prefix + "/config.json", mounts) == str(models / "config.json")
     assert rewrite_path(f"--dest={prefix}", mounts) == f"--dest={models}"
-    assert rewrite_path(prefix + "-other", mounts) == prefix + "-other"  # a prefix of a name is not a path
+    # A prefix of a name is not a path: this is under the root, not under the model's directory.
+    assert rewrite_path(prefix + "-other", mounts) == str(root / "moonshotai/Kimi-K2-Instruct-other")
+    assert rewrite_path("/raid/modelsx", mounts) == "/raid/modelsx"
     assert rewrite_path("/tmp/x", mounts) == str(tmp_path / "w/volumes/tmp/x")
 
 
 def test_a_missing_directory_volume_keeps_the_pod_from_starting(tmp_path: Path) -> None:
     pod = job_pod()
-    pod["spec"]["volumes"][0]["hostPath"]["type"] = "Directory"
+    pod["spec"]["volumes"][0]["hostPath"] = {"path": "/data/absent", "type": "Directory"}
     with pytest.raises(MountError, match="is not a directory on node h200-003"):
         resolve_mounts(pod, pod["spec"]["containers"][0], tmp_path, tmp_path / "w")
 
