@@ -33,7 +33,6 @@ from devtools.hub_front import HubFront
 from ome_operator.downloader.kubeapi import kubeconfig_target
 from ome_operator.downloader.peer import HEARTBEAT_S, Board, PeerRecord
 from tests.downloader.conftest import REPO_ROOT
-from tests.integration.conftest import cluster  # noqa: F401  (the session's control plane)
 
 pytestmark = [pytest.mark.hub, pytest.mark.integration]
 
@@ -48,7 +47,7 @@ class JobBoard:
 
 
 @pytest.fixture
-def board(cluster: ClusterHandle, tmp_path: Path) -> Iterator[JobBoard]:  # noqa: F811
+def board(cluster: ClusterHandle, tmp_path: Path) -> Iterator[JobBoard]:
     """The progress ConfigMap and a kubeconfig holding only the download Job's identity."""
     with cluster.temp_namespace("peers") as ns:
         manifests = [
