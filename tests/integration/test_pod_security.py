@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,9 +107,19 @@ def pss_namespace(cluster: ClusterHandle, level: str) -> Iterator[str]:
 
 
 def admit(cluster: ClusterHandle, pod: Obj) -> tuple[bool, str]:
-    """A server-side dry run of the pod's creation: admitted, or the API server's refusal."""
-    proc = cluster.kubectl("create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(pod), check=False)
-    return proc.returncode == 0, proc.stderr
+    """A server-side dry run of the pod's creation: admitted, or the API server's refusal.
+
+    The ServiceAccount admission plugin reads ServiceAccounts from an informer, which may not have
+    seen the ones just applied yet (seen under load); that answer is waited out, never counted.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        proc = cluster.kubectl(
+            "create", "--dry-run=server", "-f", "-", "-o", "name", stdin=json.dumps(pod), check=False
+        )
+        if "error looking up service account" not in proc.stderr or time.monotonic() > deadline:
+            return proc.returncode == 0, proc.stderr
+        time.sleep(0.5)
 
 
 def violations(message: str, level: str) -> str:
