@@ -66,6 +66,10 @@ def content_digest(obj: dict[str, Any], uids: set[str]) -> str:
     recreated, so the campaign checks the annotation is there and compares the content itself."""
     body = {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
     meta = obj["metadata"]
+    if obj.get("kind") == "ConfigMap" and str(meta.get("name", "")).endswith("-download"):
+        # A download progress ConfigMap: its data is written by the download Jobs themselves
+        # (progress, peer records, file claims) and differs on every run; the operator renders none of it.
+        body.pop("data", None)
     labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in SERVER_SET}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != HASH_ANNOTATION}
     annotations.pop("deprecated.daemonset.template.generation", None)
