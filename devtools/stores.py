@@ -92,6 +92,17 @@ def _spawn(args: list[str], workdir: Path, name: str) -> tuple[subprocess.Popen[
     return proc, log
 
 
+def _serve(args: list[str], workdir: Path, name: str, endpoint: str, ready_url: str) -> Iterator[Server]:
+    """Start a store server, wait until `ready_url` answers, yield it, and stop it afterwards."""
+    proc, log = _spawn(args, workdir, name)
+    server = Server(name, endpoint, proc)
+    try:
+        _wait_http(ready_url, proc, log)
+        yield server
+    finally:
+        server.stop()
+
+
 @contextmanager
 def seaweedfs(workdir: Path, access_key: str, secret_key: str) -> Iterator[Server]:
     weed = store_binary("seaweedfs")
@@ -120,13 +131,8 @@ def seaweedfs(workdir: Path, access_key: str, secret_key: str) -> Iterator[Serve
         f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['sg']}", f"-s3.config={config}",
         "-volume.max=4", "-master.volumeSizeLimitMB=64",
     ]  # fmt: skip
-    proc, log = _spawn(args, workdir, "seaweedfs")
-    server = Server("seaweedfs", f"http://127.0.0.1:{ports['s3']}", proc)
-    try:
-        _wait_http(server.endpoint + "/", proc, log)
-        yield server
-    finally:
-        server.stop()
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    yield from _serve(args, workdir, "seaweedfs", endpoint, endpoint + "/")
 
 
 @contextmanager
@@ -138,13 +144,8 @@ def fake_gcs(workdir: Path) -> Iterator[Server]:
         str(binary), "-scheme=http", "-host=127.0.0.1", f"-port={port}", "-backend=filesystem",
         f"-filesystem-root={workdir / 'data'}", f"-public-host=127.0.0.1:{port}", "-log-level=warn",
     ]  # fmt: skip
-    proc, log = _spawn(args, workdir, "fake-gcs")
-    server = Server("fake-gcs-server", f"http://127.0.0.1:{port}", proc)
-    try:
-        _wait_http(server.endpoint + "/storage/v1/b", proc, log)
-        yield server
-    finally:
-        server.stop()
+    endpoint = f"http://127.0.0.1:{port}"
+    yield from _serve(args, workdir, "fake-gcs-server", endpoint, endpoint + "/storage/v1/b")
 
 
 @contextmanager
@@ -156,13 +157,8 @@ def azurite(workdir: Path) -> Iterator[Server]:
         str(binary), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(workdir / "data"),
         "--silent", "--disableTelemetry", "--skipApiVersionCheck",
     ]  # fmt: skip
-    proc, log = _spawn(args, workdir, "azurite")
-    server = Server("azurite", f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}", proc)
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/", proc, log)
-        yield server
-    finally:
-        server.stop()
+    endpoint = f"http://127.0.0.1:{port}"
+    yield from _serve(args, workdir, "azurite", f"{endpoint}/{AZURITE_ACCOUNT}", endpoint + "/")
 
 
 # --- uploading: what a user's tooling does before the model is referenced ---------------------
