@@ -317,10 +317,3 @@ def reconcile_model_once(kube: Kube, raw: Obj, settings: Settings, now: Callable
         phases[download.phase] = phases.get(download.phase, 0) + 1
     progress_by_node = {d.node: d.progress for d in downloads if d.progress}
     return ModelOutcome(str(status.get("state")), phases, mctx.labels()[names.LABEL_MODEL], progress_by_node)
-
-
-def cleanup_model(kube: Kube, kind: str, namespace: str | None, name: str) -> None:
-    """On deletion: remove the model's node labels. Jobs and their plumbing go by garbage collection."""
-    label = names.model_ready_label(name, namespace if kind == "BaseModel" else None)
-    nodes = kube.list("Node", label_selector=label)
-    apply_node_labels(kube, nodes, label, {n["metadata"]["name"]: None for n in nodes})
