@@ -60,13 +60,14 @@ def _scrub(value: Any, uids: set[str]) -> Any:
     return value
 
 
-def content_digest(obj: dict[str, Any], uids: set[str]) -> str:
+def content_digest(resource: str, obj: dict[str, Any], uids: set[str]) -> str:
     """What the operator rendered into the object, comparable across runs. The operator's own
     ome.io/rendered-hash covers the owner references' UIDs, which differ whenever the parents are
     recreated, so the campaign checks the annotation is there and compares the content itself."""
     body = {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
     meta = obj["metadata"]
-    if obj.get("kind") == "ConfigMap" and str(meta.get("name", "")).endswith("-download"):
+    # By the listed resource, not obj["kind"]: the items of a list answer carry no kind.
+    if resource == "configmaps" and str(meta.get("name", "")).endswith("-download"):
         # A download progress ConfigMap: its data is written by the download Jobs themselves
         # (progress, peer records, file claims) and differs on every run; the operator renders none of it.
         body.pop("data", None)
@@ -93,7 +94,7 @@ def take_snapshot(env: ChaosEnv) -> Snapshot:
             snap[f"{kind}/{meta.get('namespace')}/{meta['name']}"] = {
                 "owners": _owners(obj),
                 "hash": bool((meta.get("annotations") or {}).get(HASH_ANNOTATION)),
-                "content": content_digest(obj, uids),
+                "content": content_digest(kind, obj, uids),
             }
     for obj in env.items("replicasets", NS):
         if _live(obj) and int(obj["spec"].get("replicas") or 0) > 0:

@@ -42,9 +42,11 @@ def test_content_digest_ignores_parent_uids_and_server_fields() -> None:
             "spec": {"clusterIP": ip, "ports": [{"port": port}]},
         }
 
-    assert content_digest(svc("uid-1", "10.0.0.1"), {"uid-1"}) == content_digest(svc("uid-2", "10.0.0.2"), {"uid-2"})
-    assert content_digest(svc("uid-1", "10.0.0.1"), {"uid-1"}) != content_digest(
-        svc("uid-1", "10.0.0.1", 81), {"uid-1"}
+    assert content_digest("services", svc("uid-1", "10.0.0.1"), {"uid-1"}) == content_digest(
+        "services", svc("uid-2", "10.0.0.2"), {"uid-2"}
+    )
+    assert content_digest("services", svc("uid-1", "10.0.0.1"), {"uid-1"}) != content_digest(
+        "services", svc("uid-1", "10.0.0.1", 81), {"uid-1"}
     )
 
 
@@ -53,3 +55,17 @@ def test_sample_spreads_and_keeps_both_ends() -> None:
     ks = sample(83, 6)
     assert ks[0] == 1 and ks[-1] == 83 and len(ks) == 6
     assert sample(36, 1) == [18]  # regression: one sample divided by zero and lost the C1 row
+
+
+def test_content_digest_leaves_out_the_data_the_download_jobs_write() -> None:
+    # As a list answer gives it: no kind on the item.
+    def progress(data: dict[str, str], name: str = "m-cluster-download") -> dict[str, object]:
+        return {"metadata": {"name": name, "labels": {"ome.io/model": "cluster.m"}}, "data": data}
+
+    assert content_digest("configmaps", progress({}), set()) == content_digest(
+        "configmaps", progress({"progress.h200-001": "{}", "claim.f1": "h200-003"}), set()
+    )
+    # Any other ConfigMap's data is rendered content.
+    assert content_digest("configmaps", progress({}, "m-parameters"), set()) != content_digest(
+        "configmaps", progress({"a": "b"}, "m-parameters"), set()
+    )
