@@ -102,7 +102,12 @@ def run_c6(env: ChaosEnv, baselines: dict[str, Baseline]) -> Row:
 
 
 def _hold_not_ready(env: ChaosEnv, node: str, stop: threading.Event) -> None:
-    """kwok renews the kubelet's heartbeat; keep the node NotReady until told to stop."""
+    """kwok renews the kubelet's heartbeat; keep the node NotReady until told to stop.
+
+    The transition time stays that of the first patch: the node went NotReady once, at the start,
+    and has been so since (renewing it every second made the node look freshly NotReady forever).
+    """
+    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     while not stop.is_set():
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         cond = {
@@ -111,7 +116,7 @@ def _hold_not_ready(env: ChaosEnv, node: str, stop: threading.Event) -> None:
             "reason": "KubeletNotReady",
             "message": "chaos: node stopped answering",
             "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
+            "lastTransitionTime": since,
         }
         patch = json.dumps({"status": {"conditions": [cond]}})
         env.kubectl("patch", "node", node, "--subresource=status", "--type=strategic", "-p", patch, check=False)

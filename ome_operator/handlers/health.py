@@ -22,7 +22,8 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from ome_operator.kube.cache import READ_SLACK, Cache
+from ome_operator.kube.cache import Cache
+from ome_operator.kube.informer import READ_SLACK
 
 log = logging.getLogger(__name__)
 

@@ -51,6 +51,10 @@ ENV_HELP = """environment variables (each flag's default comes from its variable
   OME_LOG_LEVEL           DEBUG, INFO, WARNING or ERROR
 """
 
+# A cache stream silent for this share of the resync period is relisted: a change made meanwhile
+# still reaches a pass within the period (the rest is the pass's own delay).
+SILENCE_SHARE = 0.75
+
 # Anything shaped like a credential is masked before a log line is written.
 _SECRET_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
@@ -298,7 +302,14 @@ def run(args: argparse.Namespace) -> int:
     stream_seconds = stream_seconds_for(args.watch_deadline)
     gate = Gate()
     # Its own connection pool: every scope's watch holds one connection for minutes at a time.
-    cache = Cache(clone_api_client(api, pool=len(scopes) + 4), scopes, gate=gate, stream_seconds=stream_seconds)
+    # A change must be acted on within the resync period even when the watches are silent.
+    cache = Cache(
+        clone_api_client(api, pool=len(scopes) + 4),
+        scopes,
+        gate=gate,
+        stream_seconds=stream_seconds,
+        silence_limit=SILENCE_SHARE * args.resync_seconds,
+    )
     kube = Kube(api, cache=cache, gate=gate)
     op = Operator(kube, settings, resync_seconds=args.resync_seconds, workers=args.workers, namespaces=args.namespace)
     cache.listener = op.on_cache_event

@@ -28,8 +28,8 @@ from typing import Any, cast
 import kopf
 
 from ome_operator.api import GROUP, VERSION
-from ome_operator.kube.cache import Scope
 from ome_operator.kube.client import ApiUnavailable, Kube
+from ome_operator.kube.informer import Scope
 from ome_operator.reconcile.isvc import reconcile_inference_service
 from ome_operator.reconcile.model import ModelOutcome, reconcile_model
 from ome_operator.reconcile.sweep import sweep_model_labels

@@ -237,6 +237,29 @@ def test_watches_cut_every_two_seconds_lose_no_change(cluster: ClusterHandle, se
         assert healthz(op)[0] == 200
 
 
+def test_silent_watches_lose_no_change(cluster: ClusterHandle, setup: dict[str, Any]) -> None:
+    """Watches that stay open but deliver nothing, and new ones never answered, while every other
+    request is served: the change is still acted on within the resync period (20 s here), from
+    the cache's lists, and the operator stays healthy."""
+    with fronted_operator(cluster, setup, "silent") as (front, op):
+        op.wait_ready()
+        wait_converged(cluster)
+        front.stall_watches(None)
+        try:
+            generation = change_spec(cluster)
+            # The period, plus slack for a loaded machine: without the relists it never comes.
+            took = wait_acted_on(cluster, generation, timeout=20 + 15)
+            print(f"\nwatches silent: the change acted on after {took:.1f} s")
+            assert healthz(op)[0] == 200
+            relisted = [line for line in log_since(op, 0) if "watches silent for over" in line]
+            assert relisted, "acted on, but not through the silence relists"
+        finally:
+            front.clear()
+        # The watches work again and carry the next change.
+        wait_acted_on(cluster, change_spec(cluster), timeout=30)
+        assert alive(op)
+
+
 def writes(front: ApiFront) -> list[float]:
     return [
         e["t"]

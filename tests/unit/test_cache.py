@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from ome_operator.kube.cache import Cache, Gone, Informer, Scope, parse_selector, selector_matches, slim
+from ome_operator.kube.cache import Cache
+from ome_operator.kube.informer import Gone, Informer, Scope, slim
+from ome_operator.kube.selectors import parse_selector, selector_matches
 
 
 def obj(name: str, rv: int, namespace: str | None = "ns", labels: dict[str, str] | None = None) -> dict[str, Any]:

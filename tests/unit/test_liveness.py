@@ -11,7 +11,8 @@ import pytest
 from kubernetes import client
 
 from ome_operator.handlers.health import Backoffs, Health, KopfLogFilter, stream_seconds_for
-from ome_operator.kube.cache import READ_SLACK, Cache, Scope
+from ome_operator.kube.cache import Cache
+from ome_operator.kube.informer import READ_SLACK, Scope
 from ome_operator.kube.reach import MAX_BACKOFF, ApiUnavailable, Gate
 from ome_operator.reconcile.sweep import judged
 
