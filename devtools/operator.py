@@ -123,9 +123,10 @@ class OperatorProcess:
 
 
 def apply_crds(cluster: ClusterHandle) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    # The API server compiles every CEL rule of the five CRDs on apply: minutes on a saturated machine.
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"), timeout=180)
     for crd in ("inferenceservices", "clusterbasemodels", "basemodels", "clusterservingruntimes", "servingruntimes"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.ome.io", "--timeout=60s")
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.ome.io", "--timeout=120s", timeout=150)
 
 
 def write_operator_kubeconfig(cluster: ClusterHandle, path: Path) -> Path:
