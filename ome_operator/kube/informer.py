@@ -315,11 +315,14 @@ class Informer:
             except Exception as exc:  # refused, reset, timed out, API server restarting
                 if self.stopped.is_set():
                     return
-                if not self._answered and watching and self.answer_timeout < LIST_READ_TIMEOUT:
-                    # A watch left unanswered: it may be only the watches that are broken. List
-                    # instead (that list's own answer, or its failure, tells the gate about the
-                    # server) and try the watch again after it.
+                if not self._answered and watching and self.answer_timeout < LIST_READ_TIMEOUT and not self.gate.down():
+                    # A watch left unanswered while other requests are answered: it may be only
+                    # the watches that are broken. List instead (that list's own answer, or its
+                    # failure, tells the gate about the server) and try the watch again after it.
+                    # In an outage the same silence is the probe's failure, handled below: a
+                    # probe that ended without a verdict would hold every other caller forever.
                     log.debug("cache %s: watch not answered (%s); relisting", self.scope.kind, _describe(exc))
+                    self.gate.release()
                     self.relist_wanted = True
                     self.stopped.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
