@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from devtools.cluster_testing import WaitTimeout, wait_for
+from devtools.nodes import KWOK_ANNOTATION
 from devtools.operator import REPO, apply_crds
 
 from .crashes import baseline_of
@@ -102,25 +103,25 @@ def run_c6(env: ChaosEnv, baselines: dict[str, Baseline]) -> Row:
 
 
 def _hold_not_ready(env: ChaosEnv, node: str, stop: threading.Event) -> None:
-    """kwok renews the kubelet's heartbeat; keep the node NotReady until told to stop.
-
-    The transition time stays that of the first patch: the node went NotReady once, at the start,
-    and has been so since (renewing it every second made the node look freshly NotReady forever).
-    """
-    since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    while not stop.is_set():
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        cond = {
-            "type": "Ready",
-            "status": "False",
-            "reason": "KubeletNotReady",
-            "message": "chaos: node stopped answering",
-            "lastHeartbeatTime": now,
-            "lastTransitionTime": since,
-        }
-        patch = json.dumps({"status": {"conditions": [cond]}})
-        env.kubectl("patch", "node", node, "--subresource=status", "--type=strategic", "-p", patch, check=False)
-        stop.wait(1.0)
+    """The node stops answering until told to stop: kwok stops managing it (it would set Ready
+    again within half a second of any patch), and its Ready condition turns False once, as a
+    kubelet's would; kube-controller-manager then taints it not-ready. At the end kwok takes the
+    node back and reports it Ready."""
+    key, value = KWOK_ANNOTATION
+    env.kubectl("annotate", "node", node, f"{key}-")
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cond = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "KubeletNotReady",
+        "message": "chaos: node stopped answering",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }
+    patch = json.dumps({"status": {"conditions": [cond]}})
+    env.kubectl("patch", "node", node, "--subresource=status", "--type=strategic", "-p", patch)
+    stop.wait()
+    env.kubectl("annotate", "node", node, f"{key}={value}", "--overwrite", check=False)
 
 
 def _restore_node(env: ChaosEnv, node: dict[str, Any]) -> None:
