@@ -82,6 +82,11 @@ class ChaosEnv:
         if self.op is not None:
             self.op.stop()
 
+    def kill_operator(self) -> None:
+        """SIGKILL: no shutdown of its own, as when its pod is removed with the node or the release."""
+        if self.op is not None:
+            self.op.kill()
+
     def close(self) -> None:
         self.stop_operator()
         self.front.stop()

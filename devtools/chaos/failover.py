@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
 import time
 
 from devtools.apifront import ApiFront
+from devtools.cluster import find_bin_dir
 from devtools.cluster_testing import WaitTimeout, wait_for
 from devtools.operator import REPO, OperatorProcess
 
@@ -19,6 +21,7 @@ from .state import find_leaks
 PEERING = "chaos-ha"
 TAKEOVER_TARGET = 15.0
 PEERING_CRD = REPO / "charts" / "ome-resources" / "crds" / "kopf-peering.yaml"
+CHART, RELEASE, CHART_NAMESPACE = REPO / "charts" / "ome-resources", "ome-chaos", "ome"
 
 
 def _acting(entry: dict[str, object]) -> bool:
@@ -110,9 +113,11 @@ def _failover(
 
 
 def run_c9(env: ChaosEnv) -> Row:
-    """The operator goes away (what `helm uninstall` does to its Deployment; here the local process
-    is stopped), then the user deletes everything: nothing may hang on a finalizer."""
+    """`helm uninstall` of the operator chart, then the user deletes everything: nothing may hang on
+    a finalizer. The chart is installed with `replicas: 0` (no image runs here) and the operator
+    runs as a local process, which is SIGKILLed before the uninstall, as its removed pod would be."""
     row = Row("C9 uninstall, then delete")
+    _helm(env, "install", RELEASE, str(CHART), f"--namespace={CHART_NAMESPACE}", "--set=replicas=0", "--wait")
     env.ensure_operator()
     if not created(env):
         apply_reference(env)
@@ -126,7 +131,8 @@ def run_c9(env: ChaosEnv) -> Row:
     ]
     for entry in foreign:
         row.fail("finalizer not ome.io/", entry)
-    env.stop_operator()
+    env.kill_operator()
+    _helm(env, "uninstall", RELEASE, f"--namespace={CHART_NAMESPACE}", "--wait")
     t0 = time.monotonic()
     delete_reference(env)
     try:
@@ -149,3 +155,15 @@ def run_c9(env: ChaosEnv) -> Row:
         row.fail("leaked after reinstall", f"{len(leaks)}: {leaks[:4]}")
         reset(env)
     return row
+
+
+def _helm(env: ChaosEnv, *args: str) -> None:
+    proc = subprocess.run(
+        [str(find_bin_dir() / "helm"), *args, f"--kubeconfig={env.cluster.kubeconfig}"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"helm {args[0]} failed ({proc.returncode}): {proc.stderr.strip()[:300]}")
