@@ -43,8 +43,13 @@ __all__ = ["FIELD_MANAGER", "ApiException", "ApiUnavailable", "Kube", "load_api_
 def configure_transport(configuration: client.Configuration) -> client.Configuration:
     """No hidden retries inside urllib3 (three silent re-sends of a timed-out read would hold a
     thread for minutes); the gate paces retries instead. One connect retry covers a pooled
-    connection the server closed while idle."""
-    configuration.retries = urllib3.Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0)
+    connection the server closed while idle. A 429 or 503 with `Retry-After` must reach the gate as
+    itself: urllib3 would count it as a retry of a GET, find none left and raise "too many 429
+    error responses", a transport failure without the server's Retry-After (watches then probed
+    early)."""
+    configuration.retries = urllib3.Retry(
+        total=1, connect=1, read=0, status=0, other=0, redirect=0, respect_retry_after_header=False
+    )
     return configuration
 
 

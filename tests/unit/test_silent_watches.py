@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from ome_operator.kube.informer import Informer, Scope
+from ome_operator.kube.client import configure_transport
+from ome_operator.kube.informer import Informer, Scope, Throttled
 from ome_operator.kube.reach import Gate
 
 
@@ -52,7 +53,8 @@ class Server:
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def api(self) -> client.ApiClient:
-        config = client.Configuration(host=f"http://127.0.0.1:{self.http.server_address[1]}")
+        # The operator's transport: no hidden urllib3 re-sends that would count as the informer's.
+        config = configure_transport(client.Configuration(host=f"http://127.0.0.1:{self.http.server_address[1]}"))
         return client.ApiClient(config)
 
     def stop(self) -> None:
@@ -100,9 +102,38 @@ def test_an_unanswered_watch_during_an_outage_ends_the_probe(server: Server) -> 
         while server.watches == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.watches == 1  # the informer's watch is the probe, and it is never answered
-        # Its silence is the probe's failure: another caller gets its turn after the backoff,
-        # instead of waiting forever for a verdict that never comes.
-        assert gate.enter(max_wait=10)
-        gate.answered()
+        # Its silence is the probe's failure: after the backoff the gate lets the next probe out (the
+        # informer's own next watch), instead of every caller waiting for a verdict that never comes.
+        deadline = time.monotonic() + 15
+        while server.watches < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.watches >= 2, "the probe never ended"
     finally:
         informer.stop()
+
+
+def test_a_throttled_watch_reaches_the_gate_with_its_retry_after() -> None:
+    """A 429 with Retry-After on a watch (a GET, which urllib3 would count as a retry) is the
+    server's answer, not a transport failure: the gate waits what the server asked."""
+
+    class Throttle(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(429)
+            self.send_header("Retry-After", "3")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Throttle)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        config = configure_transport(client.Configuration(host=f"http://127.0.0.1:{http.server_address[1]}"))
+        gate = Gate(announce=False)
+        informer = Informer(client.ApiClient(config), Scope("Service"), lambda t, o: None, gate=gate)
+        with pytest.raises(Throttled) as raised:
+            informer._get([("watch", "true")], (2.0, 2.0))
+        assert raised.value.retry_after == 3.0
+    finally:
+        http.shutdown()
