@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
 import time
 
 from devtools.apifront import ApiFront
-from devtools.cluster import find_bin_dir
 from devtools.cluster_testing import WaitTimeout, wait_for
+from devtools.helm import CHART, run_helm
 from devtools.operator import REPO, OperatorProcess
 
 from .crashes import baseline_of
@@ -21,7 +20,7 @@ from .state import find_leaks
 PEERING = "chaos-ha"
 TAKEOVER_TARGET = 15.0
 PEERING_CRD = REPO / "charts" / "ome-resources" / "crds" / "kopf-peering.yaml"
-CHART, RELEASE, CHART_NAMESPACE = REPO / "charts" / "ome-resources", "ome-chaos", "ome"
+RELEASE, CHART_NAMESPACE = "ome-chaos", "ome"
 
 
 def _acting(entry: dict[str, object]) -> bool:
@@ -158,12 +157,4 @@ def run_c9(env: ChaosEnv) -> Row:
 
 
 def _helm(env: ChaosEnv, *args: str) -> None:
-    proc = subprocess.run(
-        [str(find_bin_dir() / "helm"), *args, f"--kubeconfig={env.cluster.kubeconfig}"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"helm {args[0]} failed ({proc.returncode}): {proc.stderr.strip()[:300]}")
+    run_helm(*args, f"--kubeconfig={env.cluster.kubeconfig}", timeout=180)

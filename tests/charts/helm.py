@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from devtools.cluster import BinariesMissing, find_bin_dir
+from devtools.helm import CHART, run_helm
+from devtools.helm import CRD_CHART as CRD_CHART  # for the chart tests, with the rest of the chart facts
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "ome-resources"
-CRD_CHART = REPO / "charts" / "ome-crd"
 RELEASE = "ome"
 NAMESPACE = "ome"
-
-
-@functools.cache
-def helm_path() -> Path:
-    try:
-        return find_bin_dir() / "helm"
-    except BinariesMissing as exc:
-        # A chart test that silently skipped would hide a chart nobody rendered.
-        raise AssertionError(str(exc)) from exc
-
-
-def run_helm(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(helm_path()), *args], capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def template_args(values: dict[str, Any] | None, values_file: Path | None) -> list[str]:
