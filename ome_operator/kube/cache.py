@@ -62,28 +62,25 @@ class Cache:
         for informer in self.informers:
             informer.thread.start()
         if self.silence_limit is not None:
-            threading.Thread(target=self._watch_for_silence, name="watch-silence", daemon=True).start()
+            threading.Thread(
+                target=self._watch_for_silence, args=(self.silence_limit,), name="watch-silence", daemon=True
+            ).start()
 
     def stop(self) -> None:
         self.stopped.set()
         for informer in self.informers:
             informer.stop()
 
-    def _watch_for_silence(self) -> None:
-        assert self.silence_limit is not None
-        while not self.stopped.wait(self.silence_limit / 4):
-            self.revive_silent()
+    def _watch_for_silence(self, limit: float) -> None:
+        while not self.stopped.wait(limit / 4):
+            self.revive_silent(limit)
 
-    def revive_silent(self) -> list[str]:
-        """Relist every scope whose open stream has been silent for longer than the limit."""
-        revived = [
-            informer.scope.kind
-            for informer in self.informers
-            if self.silence_limit is not None and informer.stalled(self.silence_limit) is not None and informer.revive()
-        ]
+    def revive_silent(self, limit: float) -> list[str]:
+        """Relist every scope whose open stream has been silent for longer than `limit` seconds."""
+        revived = [i.scope.kind for i in self.informers if i.stalled(limit) is not None and i.revive()]
         if revived:
             SILENT.inc(len(revived))
-            log.info("watches silent for over %.0f s (%s): relisting them", self.silence_limit or 0, ", ".join(revived))
+            log.info("watches silent for over %.0f s (%s): relisting them", limit, ", ".join(revived))
         return revived
 
     def wait_synced(self, timeout: float | None = None) -> bool:

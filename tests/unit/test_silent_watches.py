@@ -20,9 +20,10 @@ from ome_operator.kube.reach import Gate
 
 
 class Server:
-    """Lists answer with `self.items`; watches are held until the server stops."""
+    """Lists answer with `self.items`; watches are held until the server stops. Throttling, it
+    answers every request with 429 and `Retry-After: 3` instead."""
 
-    def __init__(self) -> None:
+    def __init__(self, throttle: bool = False) -> None:
         self.items: list[dict[str, Any]] = []
         self.lists = 0
         self.watches = 0
@@ -31,6 +32,12 @@ class Server:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if throttle:
+                    self.send_response(429)
+                    self.send_header("Retry-After", "3")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if "watch=true" in self.path:
                     server.watches += 1
                     server.stopping.wait()  # never answered
@@ -115,25 +122,11 @@ def test_an_unanswered_watch_during_an_outage_ends_the_probe(server: Server) -> 
 def test_a_throttled_watch_reaches_the_gate_with_its_retry_after() -> None:
     """A 429 with Retry-After on a watch (a GET, which urllib3 would count as a retry) is the
     server's answer, not a transport failure: the gate waits what the server asked."""
-
-    class Throttle(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(429)
-            self.send_header("Retry-After", "3")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    http = ThreadingHTTPServer(("127.0.0.1", 0), Throttle)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
+    server = Server(throttle=True)
     try:
-        config = configure_transport(client.Configuration(host=f"http://127.0.0.1:{http.server_address[1]}"))
-        gate = Gate(announce=False)
-        informer = Informer(client.ApiClient(config), Scope("Service"), lambda t, o: None, gate=gate)
+        informer = Informer(server.api(), Scope("Service"), lambda t, o: None, gate=Gate(announce=False))
         with pytest.raises(Throttled) as raised:
             informer._get([("watch", "true")], (2.0, 2.0))
         assert raised.value.retry_after == 3.0
     finally:
-        http.shutdown()
+        server.stop()
