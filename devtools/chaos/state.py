@@ -12,6 +12,8 @@ import hashlib
 import json
 from typing import Any
 
+from ome_operator.api.model import PROGRESS_EXPECTED_KEY
+
 from .env import ISVC, MODEL, NS, ChaosEnv
 
 MANAGED = "app.kubernetes.io/managed-by=ome-operator"
@@ -68,9 +70,11 @@ def content_digest(resource: str, obj: dict[str, Any], uids: set[str]) -> str:
     meta = obj["metadata"]
     # By the listed resource, not obj["kind"]: the items of a list answer carry no kind.
     if resource == "configmaps" and str(meta.get("name", "")).endswith("-download"):
-        # A download progress ConfigMap: its data is written by the download Jobs themselves
-        # (progress, peer records, file claims) and differs on every run; the operator renders none of it.
-        body.pop("data", None)
+        # A download progress ConfigMap: the Jobs write its data (progress, peer records, file
+        # claims), different on every run; the operator renders only the list of expected nodes.
+        data = body.pop("data", None) or {}
+        if PROGRESS_EXPECTED_KEY in data:
+            body["data"] = {PROGRESS_EXPECTED_KEY: data[PROGRESS_EXPECTED_KEY]}
     labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in SERVER_SET}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != HASH_ANNOTATION}
     annotations.pop("deprecated.daemonset.template.generation", None)

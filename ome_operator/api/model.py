@@ -168,6 +168,11 @@ class BaseModelSpec(OmeModel):
     )
 
 
+# The key of a model's progress ConfigMap that lists the nodes the operator created download Jobs
+# for: a peer that has everything keeps serving until those have joined (node names hold no "_").
+PROGRESS_EXPECTED_KEY = "_expected"
+
+
 class DownloadProgress(OmeModel):
     """Progress of one node's download, as published by its download Job."""
 

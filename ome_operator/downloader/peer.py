@@ -22,7 +22,10 @@ answer, treats it as gone: its claims may be taken over (the same test-and-repla
 tried as a source whatever its beat: a dead one refuses the connection and the next is tried.
 
 A node that has everything keeps serving ("lingers") while another registered node still works,
-up to --peer-linger seconds: its own Job ends a little later, the fleet much sooner. The server
+and while a node the operator created a Job for (the ConfigMap's `_expected` list) has not
+registered yet, up to --peer-linger seconds (JOIN_WAIT_S for nodes never seen): its own Job ends a
+little later, the fleet much sooner, and a Job whose pod starts late still finds a peer instead of
+fetching the whole model from the hub. The server
 requires the record's random bearer token, so only what can read the ConfigMap (the model's Jobs
 and cluster admins) can read weights from it; the hub token never goes to a peer. Size: the
 records list paths, about 16 x 40 bytes per file of the model; a 1,000-file model stays far below
@@ -47,6 +50,7 @@ from typing import Any
 
 import httpx
 
+from ome_operator.api.model import PROGRESS_EXPECTED_KEY
 from ome_operator.downloader.fetch import Source
 from ome_operator.downloader.kubeapi import KubeTarget
 from ome_operator.downloader.listing import RemoteFile
@@ -63,6 +67,9 @@ PROBE_TIMEOUT_S = 2.0
 POLL_S = 1.0  # 16 nodes reading a ConfigMap of some 10-50 KB: keep the API server's load small
 DEFAULT_PEER_PORT = 8477
 DEFAULT_LINGER_S = 600.0
+# How long a finished node waits for an expected node that never registered (a pod pulling its
+# image, a Job held back, a node that went away): bounded, as nothing tells which it is.
+JOIN_WAIT_S = 120.0
 
 
 def claim_key(path: str) -> str:
@@ -104,6 +111,26 @@ class BoardView:
     resource_version: str
     records: dict[str, PeerRecord]
     claims: dict[str, str]  # claim key -> its exact current value
+    expected: frozenset[str] = frozenset()  # the nodes the operator created Jobs for
+
+
+def parse_expected(data: dict[str, str]) -> frozenset[str]:
+    """The operator's list of nodes with a Job; empty when absent or unreadable (then nobody waits)."""
+    try:
+        names = json.loads(data.get(PROGRESS_EXPECTED_KEY) or "[]")
+    except ValueError:
+        return frozenset()
+    return frozenset(str(n) for n in names) if isinstance(names, list) else frozenset()
+
+
+def compute_waiting_for(
+    others: dict[str, PeerRecord], expected: frozenset[str], me: str, total_files: int
+) -> tuple[list[str], list[str]]:
+    """(registered nodes still downloading, expected nodes not registered yet), as a finished node sees them."""
+    working = sorted(
+        n for n, r in others.items() if not r.done and not r.failed and len(set(r.have)) < total_files
+    )  # fmt: skip
+    return working, sorted(expected - set(others) - {me})
 
 
 class Board:
@@ -137,7 +164,7 @@ class Board:
                 if key.startswith(KEY_PREFIX) and (record := PeerRecord.parse(value)) is not None:
                     records[key[len(KEY_PREFIX) :]] = record
             claims = {k: v for k, v in data.items() if k.startswith(CLAIM_PREFIX)}
-            return BoardView(str(obj["metadata"]["resourceVersion"]), records, claims)
+            return BoardView(str(obj["metadata"]["resourceVersion"]), records, claims, parse_expected(data))
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return None
 
@@ -292,6 +319,7 @@ class Coordinator:
         self.record = PeerRecord(url=server.url, token=server.token, commit=commit)
         self._others: dict[str, PeerRecord] = {}
         self._claims: dict[str, str] = {}
+        self._expected: frozenset[str] = frozenset()
         self._mine: set[str] = set()
         self._seen: dict[str, _Seen] = {}
         self._probed: dict[str, tuple[float, bool]] = {}
@@ -357,6 +385,7 @@ class Coordinator:
             return
         with self._lock:
             self._claims = view.claims
+            self._expected = view.expected
             self._others = {n: r for n, r in view.records.items() if n != self.node and r.commit == self.commit}
             for n, r in self._others.items():
                 seen = self._seen.get(n)
@@ -485,22 +514,25 @@ class Coordinator:
         self._client.close()
 
     def _linger_while_needed(self) -> None:
-        deadline = time.monotonic() + self._linger
-        waited = False
+        started = time.monotonic()
+        deadline = started + self._linger
+        said: tuple[int, int] | None = None
         while time.monotonic() < deadline:
             self.refresh(force=True)
             now = time.monotonic()
             with self._lock:
-                unfinished = [
-                    n for n, r in self._others.items()
-                    if not r.done and not r.failed and len(set(r.have)) < self._total_files
-                ]  # fmt: skip
-            working = [n for n in unfinished if self._alive(n, now)]
-            if not working:
+                working, unseen = compute_waiting_for(self._others, self._expected, self.node, self._total_files)
+            if now - started >= JOIN_WAIT_S:
+                unseen = []
+            working = [n for n in working if self._alive(n, now)]
+            if not working and not unseen:
                 break
-            if not waited:
-                LOG.info("serving peers while %d other node(s) still download", len(working))
-                waited = True
+            if said != (len(working), len(unseen)):
+                LOG.info(
+                    "serving peers while %d other node(s) still download and %d expected node(s) have not started",
+                    len(working), len(unseen),
+                )  # fmt: skip
+                said = (len(working), len(unseen))
             time.sleep(POLL_S)
         LOG.info("peer server: %d requests, %d bytes served", self.server.requests, self.server.bytes_served)
 

@@ -8,12 +8,13 @@ update (a Role limited by resourceNames).
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ome_operator.api.model import AnyModel, ClusterBaseModel, StorageSpec
+from ome_operator.api.model import PROGRESS_EXPECTED_KEY, AnyModel, ClusterBaseModel, StorageSpec
 from ome_operator.api.storage_uri import (
     LocalUri,
     ObjectStoreUri,
@@ -98,11 +99,18 @@ class ModelContext:
         }
 
 
-def render_download_access(mctx: ModelContext) -> list[Obj]:
-    """The progress ConfigMap and the identity allowed to update only it."""
+def render_download_access(mctx: ModelContext, nodes: Sequence[str]) -> list[Obj]:
+    """The progress ConfigMap (naming the nodes given a Job, so their peers wait for them) and the
+    identity allowed to update only it."""
     name = mctx.resources_name
+    expected = json.dumps(sorted(nodes), separators=(",", ":"))
     return [
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": mctx.metadata(name), "data": {}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": mctx.metadata(name),
+            "data": {PROGRESS_EXPECTED_KEY: expected},
+        },
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": mctx.metadata(name)},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -389,4 +397,4 @@ def render_model(
         render_download_job(mctx, node, (attempts or {}).get(node, 1), (reuse or {}).get(node))
         for node in sorted(nodes)
     ]
-    return [*render_download_access(mctx), *jobs]
+    return [*render_download_access(mctx, nodes), *jobs]

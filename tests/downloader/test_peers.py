@@ -30,6 +30,7 @@ import yaml
 from devtools.cluster_testing import ClusterHandle
 from devtools.fixtures import FixtureRepo, Tensor
 from devtools.hub_front import HubFront
+from ome_operator.api.model import PROGRESS_EXPECTED_KEY
 from ome_operator.downloader.kubeapi import kubeconfig_target
 from ome_operator.downloader.peer import HEARTBEAT_S, Board, PeerRecord
 from tests.downloader.conftest import REPO_ROOT
@@ -151,6 +152,16 @@ def board_dump(b: JobBoard) -> str:
     return "\n".join(rows + sorted(view.claims.values()))
 
 
+def expect_nodes(b: JobBoard, count: int) -> None:
+    """What the operator renders into the progress ConfigMap: the nodes it created Jobs for."""
+    board = Board(kubeconfig_target(b.kubeconfig), b.namespace, CM)
+    try:
+        names = json.dumps([f"node-{i:02d}" for i in range(count)])
+        assert board._patch({"data": {PROGRESS_EXPECTED_KEY: names}}, "application/merge-patch+json") == 200
+    finally:
+        board.close()
+
+
 def fetched_bytes(repo: FixtureRepo) -> int:
     return sum(f.size for f in repo.files.values() if f.path != ".gitattributes")
 
@@ -158,6 +169,7 @@ def fetched_bytes(repo: FixtureRepo) -> int:
 def test_sixteen_nodes_fetch_each_file_from_the_hub_once(
     board: JobBoard, front: HubFront, model: FixtureRepo, tmp_path: Path
 ) -> None:
+    expect_nodes(board, NODES)
     procs = [start_node(front, model, board, tmp_path, i) for i in range(NODES)]
     codes = wait_all(procs, 900)
     logs = {i: (tmp_path / f"node-{i:02d}.log").read_text() for i in range(NODES)}
@@ -173,6 +185,36 @@ def test_sixteen_nodes_fetch_each_file_from_the_hub_once(
     assert all(r.done for r in view.records.values())
     holders = [json.loads(v)["node"] for v in view.claims.values()]
     assert len(holders) == len(model.files) - 1 and all(holders), holders
+
+
+def test_a_node_starting_after_the_others_finished_fetches_from_them_not_the_hub(
+    board: JobBoard, front: HubFront, model: FixtureRepo, tmp_path: Path
+) -> None:
+    """A Job whose pod starts late (image pull, a loaded node): the 15 that finished keep serving,
+    because the operator's list names a 16th that has not registered, and it fetches from them."""
+    expect_nodes(board, NODES)
+    early = [start_node(front, model, board, tmp_path, i) for i in range(NODES - 1)]
+    spy = Board(kubeconfig_target(board.kubeconfig), board.namespace, CM)
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            view = spy.read()
+            if view is not None and sum(r.done for r in view.records.values()) == NODES - 1:
+                break
+            assert all(p.poll() is None for p in early), "a finished node left with one expected node unseen"
+            time.sleep(0.5)
+    finally:
+        spy.close()
+    time.sleep(3 * HEARTBEAT_S)  # with nobody registered still working, they would be gone by now
+    assert all(p.poll() is None for p in early), "a finished node left with one expected node unseen"
+    hub_before = front.total_sent()
+    late = start_node(front, model, board, tmp_path, NODES - 1)
+    codes = wait_all([*early, late], 600)
+    logs = {i: (tmp_path / f"node-{i:02d}.log").read_text() for i in range(NODES)}
+    assert codes == [0] * NODES, (board_dump(board), {i: logs[i][-1500:] for i, c in enumerate(codes) if c != 0})
+    assert verified(model, tmp_path / f"node-{NODES - 1:02d}"), logs[NODES - 1][-2000:]
+    assert front.total_sent() == hub_before, (front.total_sent(), hub_before, logs[NODES - 1][-2000:])
+    assert front.total_sent() <= 1.1 * fetched_bytes(model), front.total_sent()
 
 
 class FakePeer:

@@ -28,6 +28,7 @@ from ome_operator.downloader.metadata import (
     normalise_quantization,
     read_safetensors_header,
 )
+from ome_operator.downloader.peer import PeerRecord, compute_waiting_for, parse_expected
 from ome_operator.downloader.progress import Progress, render_bar
 from ome_operator.downloader.report import Redactor, fit_termination_message
 from ome_operator.downloader.retry import backoff_delay, parse_retry_after
@@ -238,3 +239,40 @@ def test_progress_counts_and_bar() -> None:
     assert snap["speedBytesPerSec"] == 30
     assert snap["etaSeconds"] == 13
     assert "60.0%" in render_bar(snap) and "files 2/2" in render_bar(snap)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, frozenset()),  # an operator that does not publish the list: nobody waits
+        ('["node-a","node-b"]', frozenset({"node-a", "node-b"})),
+        ("[]", frozenset()),
+        ("not json", frozenset()),
+        ('{"node-a": 1}', frozenset()),
+    ],
+)
+def test_expected_nodes_from_the_progress_configmap(value: str | None, expected: frozenset[str]) -> None:
+    data = {"node-a": "{}"} if value is None else {"_expected": value}
+    assert parse_expected(data) == expected
+
+
+def _record(have: int, done: bool = False, failed: bool = False) -> PeerRecord:
+    return PeerRecord("http://127.0.0.1:1", "t", "c", [f"f{i}" for i in range(have)], done=done, failed=failed)
+
+
+@pytest.mark.parametrize(
+    ("others", "expected", "working", "unseen"),
+    [
+        ({}, set(), [], []),
+        ({}, {"me", "b", "c"}, [], ["b", "c"]),  # registered nobody yet: wait for both
+        ({"b": _record(1)}, {"me", "b"}, ["b"], []),  # still downloading
+        ({"b": _record(3)}, {"me", "b"}, [], []),  # has every file, not yet marked done
+        ({"b": _record(1, done=True)}, {"me", "b"}, [], []),
+        ({"b": _record(0, failed=True)}, {"me", "b", "c"}, [], ["c"]),  # failed counts as seen
+        ({"x": _record(0)}, set(), ["x"], []),  # a node not on the list is still served
+    ],
+)
+def test_what_a_finished_node_keeps_serving_for(
+    others: dict[str, PeerRecord], expected: set[str], working: list[str], unseen: list[str]
+) -> None:
+    assert compute_waiting_for(others, frozenset(expected), "me", 3) == (working, unseen)

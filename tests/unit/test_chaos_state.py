@@ -62,8 +62,13 @@ def test_content_digest_leaves_out_the_data_the_download_jobs_write() -> None:
     def progress(data: dict[str, str], name: str = "m-cluster-download") -> dict[str, object]:
         return {"metadata": {"name": name, "labels": {"ome.io/model": "cluster.m"}}, "data": data}
 
-    assert content_digest("configmaps", progress({}), set()) == content_digest(
-        "configmaps", progress({"progress.h200-001": "{}", "claim.f1": "h200-003"}), set()
+    expected = {"_expected": '["h200-001","h200-003"]'}
+    assert content_digest("configmaps", progress(expected), set()) == content_digest(
+        "configmaps", progress({**expected, "h200-001": "{}", "_claim.f1": "h200-003"}), set()
+    )
+    # The list of expected nodes is the operator's: a different one is a different rendering.
+    assert content_digest("configmaps", progress(expected), set()) != content_digest(
+        "configmaps", progress({"_expected": '["h200-001"]'}), set()
     )
     # Any other ConfigMap's data is rendered content.
     assert content_digest("configmaps", progress({}, "m-parameters"), set()) != content_digest(
