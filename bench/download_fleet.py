@@ -8,6 +8,7 @@ bytes it sends. The peer case coordinates through a ConfigMap on a local API ser
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -20,6 +21,7 @@ from devtools.cluster import LocalCluster, find_bin_dir
 from devtools.fixtures import FixtureRepo, Tensor, build_repo
 from devtools.hub import Hub
 from devtools.hub_front import HubFront
+from ome_operator.api.model import PROGRESS_EXPECTED_KEY
 
 REPO_ID = "bench/fleet-model"
 MIB = 1 << 20
@@ -31,13 +33,17 @@ def make_repo(mirrors: Path, size_gib: float, shards: int) -> FixtureRepo:
     return build_repo(mirrors, REPO_ID, shards=tensors, large=True)
 
 
-def _configmap(cluster: LocalCluster, name: str) -> None:
+def _configmap(cluster: LocalCluster, name: str, nodes: int) -> None:
+    """As the operator renders it: empty but for the nodes it created Jobs for."""
     from kubernetes import client, config
+
+    expected = json.dumps([f"node-{i:02d}" for i in range(nodes)], separators=(",", ":"))
 
     new_client: Any = config.new_client_from_config
     with new_client(config_file=str(cluster.kubeconfig)) as api:
         core: Any = client.CoreV1Api(api)
-        core.create_namespaced_config_map("default", {"metadata": {"name": name}, "data": {}})
+        body = {"metadata": {"name": name}, "data": {PROGRESS_EXPECTED_KEY: expected}}
+        core.create_namespaced_config_map("default", body)
 
 
 def _launch(cmds: list[tuple[list[str], dict[str, str]]]) -> list[float]:
@@ -121,7 +127,7 @@ def _run_case(
     tag = f"{case.replace('+', '-')}-{n}-{int(front.faults.egress_limit)}"
     cm = f"bench-{tag}"
     if case == "ours+peers":
-        _configmap(cluster, cm)
+        _configmap(cluster, cm, n)
     cmds = []
     for i in range(n):
         dest = work / tag / f"node-{i:02d}"

@@ -49,10 +49,17 @@ class JobBoard:
 
 @pytest.fixture
 def board(cluster: ClusterHandle, tmp_path: Path) -> Iterator[JobBoard]:
-    """The progress ConfigMap and a kubeconfig holding only the download Job's identity."""
+    """The progress ConfigMap as the operator renders it for NODES nodes, and a kubeconfig holding
+    only the download Job's identity."""
+    expected = json.dumps([f"node-{i:02d}" for i in range(NODES)])
     with cluster.temp_namespace("peers") as ns:
         manifests = [
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CM, "namespace": ns}, "data": {}},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": CM, "namespace": ns},
+                "data": {PROGRESS_EXPECTED_KEY: expected},
+            },
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": CM, "namespace": ns}},
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -152,16 +159,6 @@ def board_dump(b: JobBoard) -> str:
     return "\n".join(rows + sorted(view.claims.values()))
 
 
-def expect_nodes(b: JobBoard, count: int) -> None:
-    """What the operator renders into the progress ConfigMap: the nodes it created Jobs for."""
-    board = Board(kubeconfig_target(b.kubeconfig), b.namespace, CM)
-    try:
-        names = json.dumps([f"node-{i:02d}" for i in range(count)])
-        assert board._patch({"data": {PROGRESS_EXPECTED_KEY: names}}, "application/merge-patch+json") == 200
-    finally:
-        board.close()
-
-
 def fetched_bytes(repo: FixtureRepo) -> int:
     return sum(f.size for f in repo.files.values() if f.path != ".gitattributes")
 
@@ -169,7 +166,6 @@ def fetched_bytes(repo: FixtureRepo) -> int:
 def test_sixteen_nodes_fetch_each_file_from_the_hub_once(
     board: JobBoard, front: HubFront, model: FixtureRepo, tmp_path: Path
 ) -> None:
-    expect_nodes(board, NODES)
     procs = [start_node(front, model, board, tmp_path, i) for i in range(NODES)]
     codes = wait_all(procs, 900)
     logs = {i: (tmp_path / f"node-{i:02d}.log").read_text() for i in range(NODES)}
@@ -192,7 +188,6 @@ def test_a_node_starting_after_the_others_finished_fetches_from_them_not_the_hub
 ) -> None:
     """A Job whose pod starts late (image pull, a loaded node): the 15 that finished keep serving,
     because the operator's list names a 16th that has not registered, and it fetches from them."""
-    expect_nodes(board, NODES)
     early = [start_node(front, model, board, tmp_path, i) for i in range(NODES - 1)]
     spy = Board(kubeconfig_target(board.kubeconfig), board.namespace, CM)
     deadline = time.monotonic() + 600
