@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -40,7 +42,10 @@ def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_root_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; given the `command` about to run, the `run` and `explain` options
+    are added only for themselves (they import the operator and kopf: seconds of CPU at the start
+    of each download Job, paid by 16 of them at once on a model's nodes)."""
     parser = argparse.ArgumentParser(
         prog="ome-operator",
         description="Model-driven LLM serving on Kubernetes (OME-compatible, ome.io/v1beta1).",
@@ -67,16 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_arguments(download)
     # --- end download ---
 
-    from ome_operator.handlers import run as operator_run
-
     run = sub.add_parser("run", help="run the operator against the cluster of KUBECONFIG or in-cluster")
-    operator_run.add_arguments(run)
+    if command in (None, "run"):
+        from ome_operator.handlers import run as operator_run
+
+        operator_run.add_arguments(run)
 
     # --- explain (issue 9): its arguments and handler live in ome_operator.explain ---
-    from ome_operator.explain import add_arguments as add_explain_arguments
-
     explain = sub.add_parser("explain", help="why an InferenceService or model is or is not Ready (reads the cluster)")
-    add_explain_arguments(explain)
+    if command in (None, "explain"):
+        from ome_operator.explain import add_arguments as add_explain_arguments
+
+        add_explain_arguments(explain)
     # --- end explain ---
 
     sub.add_parser("version", help="print the version")
@@ -152,15 +159,25 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from ome_operator.handlers import run as operator_run
-
-    commands: dict[str, Any] = {"render": run_render, "plan": run_plan, "run": operator_run.run}
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
+    args = parser.parse_args(words)
     if args.command == "download":  # issue 5
         from ome_operator.downloader.main import run as run_download
 
-        return run_download(args)
+        code = run_download(args)
+        if argv is None:
+            # The download Job's process: its result is written, so it ends here. Tearing the
+            # interpreter down (threads, a final collection of all it imported) costs a second or
+            # more of CPU, and every lingering peer of a model ends at the same moment.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
+    from ome_operator.handlers import run as operator_run
+
+    commands: dict[str, Any] = {"render": run_render, "plan": run_plan, "run": operator_run.run}
     if args.command == "explain":  # issue 9
         from ome_operator.explain import run as run_explain
 

@@ -65,6 +65,9 @@ HEARTBEAT_S = 3.0
 STALE_S = 30.0
 PROBE_TIMEOUT_S = 2.0
 POLL_S = 1.0  # 16 nodes reading a ConfigMap of some 10-50 KB: keep the API server's load small
+# Least time between two writes of a node's record: every write is a new version of the whole
+# ConfigMap in etcd, and readers look only once per POLL_S anyway.
+WRITE_GAP_S = 0.5
 DEFAULT_PEER_PORT = 8477
 DEFAULT_LINGER_S = 600.0
 # How long a finished node waits for an expected node that never registered (a pod pulling its
@@ -154,7 +157,9 @@ class Board:
 
     def read(self) -> BoardView | None:
         try:
-            response = self._client.get(self._url, headers=self._headers())
+            # From the API server's watch cache, not a quorum read of etcd: 16 nodes poll this;
+            # a read a moment old only delays a decision (claims are settled by test-and-swap).
+            response = self._client.get(self._url, headers=self._headers(), params={"resourceVersion": "0"})
             if response.status_code != 200:
                 return None
             obj = response.json()
@@ -326,6 +331,7 @@ class Coordinator:
         self._read_at = 0.0
         self._total_files = 0
         self._stop = threading.Event()
+        self._dirty = threading.Event()  # the record changed since the last write
         self._beat_thread = threading.Thread(target=self._beat_loop, name="peer-beat", daemon=True)
         self._rng = random.Random(node)
 
@@ -368,12 +374,20 @@ class Coordinator:
         LOG.warning("peer record: could not publish the outcome; others will see this node go quiet")
 
     def _beat_loop(self) -> None:
-        # Every beat writes the whole record, so a write that an older one overtook (the threads
-        # share one connection pool) is corrected within a beat.
-        while not self._stop.wait(HEARTBEAT_S):
+        """The one writer of this node's record while it works: a beat every HEARTBEAT_S, and a
+        change (a file placed) at most WRITE_GAP_S after the last write. Files placed together
+        go out in one patch, and no fetch worker waits on the API server."""
+        last = 0.0
+        while not self._stop.is_set():
+            self._dirty.wait(HEARTBEAT_S)
+            gap = last + WRITE_GAP_S - time.monotonic()
+            if self._stop.is_set() or (gap > 0 and self._stop.wait(gap)):
+                return
+            self._dirty.clear()
             with self._lock:
                 self.record.beat += 1
             self._write()
+            last = time.monotonic()
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -477,7 +491,7 @@ class Coordinator:
             self._mine.discard(f.path)
             if f.path not in self.record.have:
                 self.record.have.append(f.path)
-        self._write()
+        self._dirty.set()
 
     def release(self, f: RemoteFile) -> None:
         with self._lock:
@@ -504,6 +518,7 @@ class Coordinator:
 
     def _stop_beats(self) -> None:
         self._stop.set()
+        self._dirty.set()
         if self._beat_thread.is_alive():
             self._beat_thread.join()
 

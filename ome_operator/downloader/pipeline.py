@@ -240,10 +240,18 @@ def run_pool(req: HfRequest, commit: str, queue: FileQueue, progress: Progress, 
 
         def work() -> None:
             try:
-                while (task := queue.take(cancel)) is not None:
+                while True:
+                    asked = time.monotonic()
+                    if (task := queue.take(cancel)) is None:
+                        break
                     f, source = task
+                    took = time.monotonic()
                     try:
                         bring_into_place(f, req.dest, partial(fetcher.fetch, source=source), progress, writer)
+                        LOG.debug(
+                            "%s: from %s after waiting %.2f s for a source, in %.2f s",
+                            f.path, source.name if source else "the hub", took - asked, time.monotonic() - took,
+                        )  # fmt: skip
                     except SourceFailed as exc:
                         LOG.warning("%s: %s; trying another source", f.path, exc)
                         queue.retry(f, exc.source)
