@@ -22,10 +22,12 @@ answer, treats it as gone: its claims may be taken over (the same test-and-repla
 tried as a source whatever its beat: a dead one refuses the connection and the next is tried.
 
 A node that has everything keeps serving ("lingers") while another registered node still works,
-and while a node the operator created a Job for (the ConfigMap's `_expected` list) has not
-registered yet, up to --peer-linger seconds (JOIN_WAIT_S for nodes never seen): its own Job ends a
-little later, the fleet much sooner, and a Job whose pod starts late still finds a peer instead of
-fetching the whole model from the hub. The server
+up to --peer-linger seconds: its own Job ends a little later, the fleet much sooner. A node that
+fetched files from the hub also waits, up to JOIN_WAIT_S, for the nodes the operator created Jobs
+for (the ConfigMap's `_expected` list) that have not registered yet, so a Job whose pod starts late
+still finds a peer instead of fetching the whole model from the hub. One that fetched nothing from
+the hub does not: what it has, the hub's fetchers have too, and a Job recreated on a node that
+already has the model must not wait for nodes whose Jobs finished long ago. The server
 requires the record's random bearer token, so only what can read the ConfigMap (the model's Jobs
 and cluster admins) can read weights from it; the hub token never goes to a peer. Size: the
 records list paths, about 16 x 40 bytes per file of the model; a 1,000-file model stays far below
@@ -34,31 +36,24 @@ the ConfigMap limit of 1 MiB.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
-import secrets
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import httpx
 
-from ome_operator.api.model import PROGRESS_EXPECTED_KEY
 from ome_operator.downloader.fetch import Source
-from ome_operator.downloader.kubeapi import KubeTarget
 from ome_operator.downloader.listing import RemoteFile
+from ome_operator.downloader.peer_board import Board, PeerRecord, claim_key, claim_value
+from ome_operator.downloader.peer_server import PeerServer
 
 LOG = logging.getLogger("ome_operator.downloader")
 
-KEY_PREFIX = "_peer."
-CLAIM_PREFIX = "_claim."
 HEARTBEAT_S = 3.0
 # Beats can lag far behind HEARTBEAT_S on a loaded API server; a node whose beat looks stale is
 # only given up when its peer server does not answer either (a dead process refuses at once).
@@ -75,57 +70,6 @@ DEFAULT_LINGER_S = 600.0
 JOIN_WAIT_S = 120.0
 
 
-def claim_key(path: str) -> str:
-    return CLAIM_PREFIX + hashlib.sha256(path.encode()).hexdigest()[:24]
-
-
-def claim_value(path: str, node: str) -> str:
-    return json.dumps({"node": node, "path": path}, separators=(",", ":"), sort_keys=True)
-
-
-@dataclass
-class PeerRecord:
-    url: str
-    token: str
-    commit: str
-    have: list[str] = field(default_factory=list)
-    beat: int = 0
-    done: bool = False
-    failed: bool = False
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True)
-
-    @classmethod
-    def parse(cls, text: str) -> PeerRecord | None:
-        try:
-            raw = json.loads(text)
-            return cls(
-                url=str(raw["url"]), token=str(raw["token"]), commit=str(raw["commit"]),
-                have=[str(p) for p in raw.get("have", [])], beat=int(raw.get("beat", 0)),
-                done=bool(raw.get("done")), failed=bool(raw.get("failed")),
-            )  # fmt: skip
-        except (ValueError, KeyError, TypeError):
-            return None
-
-
-@dataclass
-class BoardView:
-    resource_version: str
-    records: dict[str, PeerRecord]
-    claims: dict[str, str]  # claim key -> its exact current value
-    expected: frozenset[str] = frozenset()  # the nodes the operator created Jobs for
-
-
-def parse_expected(data: dict[str, str]) -> frozenset[str]:
-    """The operator's list of nodes with a Job; empty when absent or unreadable (then nobody waits)."""
-    try:
-        names = json.loads(data.get(PROGRESS_EXPECTED_KEY) or "[]")
-    except ValueError:
-        return frozenset()
-    return frozenset(str(n) for n in names) if isinstance(names, list) else frozenset()
-
-
 def compute_waiting_for(
     others: dict[str, PeerRecord], expected: frozenset[str], me: str, total_files: int
 ) -> tuple[list[str], list[str]]:
@@ -134,175 +78,6 @@ def compute_waiting_for(
         n for n, r in others.items() if not r.done and not r.failed and len(set(r.have)) < total_files
     )  # fmt: skip
     return working, sorted(expected - set(others) - {me})
-
-
-class Board:
-    """The progress ConfigMap as a shared board."""
-
-    def __init__(self, target: KubeTarget, namespace: str, name: str) -> None:
-        self._target = target
-        self._url = (
-            f"{target.server}/api/v1/namespaces/{urllib.parse.quote(namespace)}/configmaps/{urllib.parse.quote(name)}"
-        )
-        self._client = httpx.Client(verify=target.verify, timeout=10.0)
-
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"accept": "application/json"}
-        if content_type:
-            headers["content-type"] = content_type
-        bearer = self._target.bearer()
-        if bearer:
-            headers["authorization"] = f"Bearer {bearer}"
-        return headers
-
-    def read(self) -> BoardView | None:
-        try:
-            # From the API server's watch cache, not a quorum read of etcd: 16 nodes poll this;
-            # a read a moment old only delays a decision (claims are settled by test-and-swap).
-            response = self._client.get(self._url, headers=self._headers(), params={"resourceVersion": "0"})
-            if response.status_code != 200:
-                return None
-            obj = response.json()
-            data = obj.get("data") or {}
-            records = {}
-            for key, value in data.items():
-                if key.startswith(KEY_PREFIX) and (record := PeerRecord.parse(value)) is not None:
-                    records[key[len(KEY_PREFIX) :]] = record
-            claims = {k: v for k, v in data.items() if k.startswith(CLAIM_PREFIX)}
-            return BoardView(str(obj["metadata"]["resourceVersion"]), records, claims, parse_expected(data))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return None
-
-    def _patch(self, body: Any, content_type: str) -> int | None:
-        try:
-            response = self._client.patch(
-                self._url, content=json.dumps(body).encode(), headers=self._headers(content_type)
-            )
-        except httpx.HTTPError:
-            return None
-        return response.status_code
-
-    def write(self, node: str, record: PeerRecord) -> bool:
-        return self._patch({"data": {KEY_PREFIX + node: record.to_json()}}, "application/merge-patch+json") == 200
-
-    def create_claims(self, paths: Iterable[str], resource_version: str) -> bool:
-        """Add a free claim key per path, only if nobody wrote the ConfigMap since `resource_version`."""
-        body = {"metadata": {"resourceVersion": resource_version},
-                "data": {claim_key(p): claim_value(p, "") for p in paths}}  # fmt: skip
-        return self._patch(body, "application/merge-patch+json") == 200
-
-    def swap_claim(self, path: str, expected: str, new: str) -> bool | None:
-        """Replace the claim's value if it is still `expected`: True done, False lost, None unknown."""
-        key = claim_key(path)
-        ops = [{"op": "test", "path": f"/data/{key}", "value": expected},
-               {"op": "replace", "path": f"/data/{key}", "value": new}]  # fmt: skip
-        status = self._patch(ops, "application/json-patch+json")
-        if status == 200:
-            return True
-        if status == 422:
-            return False
-        return None
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class PeerServer:
-    """Serves this node's verified files (GET/HEAD with Range) to bearers of `token`."""
-
-    def __init__(self, dest: Path, commit: str, address: str, port: int) -> None:
-        self.dest, self.commit = dest, commit
-        self.token = secrets.token_urlsafe(24)
-        self.served: set[str] = set()
-        self.bytes_served = 0
-        self.requests = 0
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((address, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="peer-server", daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = str(self._server.server_address[0]), int(self._server.server_address[1])
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}"
-
-    def start(self) -> PeerServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def offer(self, path: str) -> None:
-        with self._lock:
-            self.served.add(path)
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_HEAD(self) -> None:
-                self.do_GET(head=True)
-
-            def do_GET(self, head: bool = False) -> None:
-                server._serve(self, head)
-
-        return Handler
-
-    def _serve(self, h: BaseHTTPRequestHandler, head: bool) -> None:
-        prefix = f"/v1/{self.commit}/"
-        if not secrets.compare_digest(h.headers.get("authorization", ""), f"Bearer {self.token}"):
-            return _plain(h, 401, "missing or wrong peer token")
-        rel = urllib.parse.unquote(h.path.split("?")[0][len(prefix) :]) if h.path.startswith(prefix) else ""
-        with self._lock:
-            offered = rel in self.served
-        if not offered:
-            return _plain(h, 404, "not verified here")
-        path = self.dest / rel
-        try:
-            src = path.open("rb")
-        except OSError:
-            return _plain(h, 404, "gone")
-        with src:
-            size = path.stat().st_size
-            start = 0
-            rng = h.headers.get("range") or ""
-            if rng.startswith("bytes=") and rng.endswith("-") and rng[6:-1].isdigit():
-                start = min(int(rng[6:-1]), size)
-            h.send_response(206 if start else 200)
-            h.send_header("content-length", str(size - start))
-            h.send_header("accept-ranges", "bytes")
-            if start:
-                h.send_header("content-range", f"bytes {start}-{size - 1}/{size}")
-            h.end_headers()
-            if head:
-                return
-            with self._lock:
-                self.requests += 1
-            h.wfile.flush()
-            try:
-                sent = h.connection.sendfile(src, start, size - start)
-            except (BrokenPipeError, ConnectionResetError):
-                h.close_connection = True
-                return
-            with self._lock:
-                self.bytes_served += sent
-
-
-def _plain(h: BaseHTTPRequestHandler, status: int, text: str) -> None:
-    body = text.encode()
-    h.send_response(status)
-    h.send_header("content-length", str(len(body)))
-    h.end_headers()
-    if h.command != "HEAD":
-        h.wfile.write(body)
 
 
 @dataclass
@@ -325,6 +100,7 @@ class Coordinator:
         self._others: dict[str, PeerRecord] = {}
         self._claims: dict[str, str] = {}
         self._expected: frozenset[str] = frozenset()
+        self._fetched_from_hub = False  # this node claimed a file: late joiners may need its copy
         self._mine: set[str] = set()
         self._seen: dict[str, _Seen] = {}
         self._probed: dict[str, tuple[float, bool]] = {}
@@ -345,7 +121,7 @@ class Coordinator:
         paths = [f.path for f in files]
         self._total_files = len(paths)
         for _ in range(30):
-            view = self.board.read()
+            view = self.board.read(fresh=True)
             if view is not None and all(claim_key(p) in view.claims for p in paths):
                 break
             if view is not None and self.board.create_claims(
@@ -483,6 +259,7 @@ class Coordinator:
         with self._lock:
             self._mine.add(f.path)
             self._claims[claim_key(f.path)] = claim_value(f.path, self.node)
+            self._fetched_from_hub = True
         return True
 
     def placed(self, f: RemoteFile) -> None:
@@ -537,7 +314,7 @@ class Coordinator:
             now = time.monotonic()
             with self._lock:
                 working, unseen = compute_waiting_for(self._others, self._expected, self.node, self._total_files)
-            if now - started >= JOIN_WAIT_S:
+            if not self._fetched_from_hub or now - started >= JOIN_WAIT_S:
                 unseen = []
             working = [n for n in working if self._alive(n, now)]
             if not working and not unseen:

@@ -42,7 +42,9 @@ from ome_operator.downloader.manifest import (
     partial_path,
 )
 from ome_operator.downloader.metadata import extract_metadata, weight_files
-from ome_operator.downloader.peer import Board, CooperativeQueue, Coordinator, PeerServer
+from ome_operator.downloader.peer import CooperativeQueue, Coordinator
+from ome_operator.downloader.peer_board import Board
+from ome_operator.downloader.peer_server import PeerServer
 from ome_operator.downloader.progress import Progress
 from ome_operator.downloader.report import human_bytes
 

@@ -32,7 +32,8 @@ from devtools.fixtures import FixtureRepo, Tensor
 from devtools.hub_front import HubFront
 from ome_operator.api.model import PROGRESS_EXPECTED_KEY
 from ome_operator.downloader.kubeapi import kubeconfig_target
-from ome_operator.downloader.peer import HEARTBEAT_S, Board, PeerRecord
+from ome_operator.downloader.peer import HEARTBEAT_S
+from ome_operator.downloader.peer_board import Board, PeerRecord
 from tests.downloader.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.hub, pytest.mark.integration]
@@ -186,8 +187,9 @@ def test_sixteen_nodes_fetch_each_file_from_the_hub_once(
 def test_a_node_starting_after_the_others_finished_fetches_from_them_not_the_hub(
     board: JobBoard, front: HubFront, model: FixtureRepo, tmp_path: Path
 ) -> None:
-    """A Job whose pod starts late (image pull, a loaded node): the 15 that finished keep serving,
-    because the operator's list names a 16th that has not registered, and it fetches from them."""
+    """A Job whose pod starts late (image pull, a loaded node): the nodes that fetched from the hub
+    keep serving, because the operator's list names a 16th that has not registered, and it
+    fetches from them."""
     early = [start_node(front, model, board, tmp_path, i) for i in range(NODES - 1)]
     spy = Board(kubeconfig_target(board.kubeconfig), board.namespace, CM)
     deadline = time.monotonic() + 600
@@ -196,12 +198,12 @@ def test_a_node_starting_after_the_others_finished_fetches_from_them_not_the_hub
             view = spy.read()
             if view is not None and sum(r.done for r in view.records.values()) == NODES - 1:
                 break
-            assert all(p.poll() is None for p in early), "a finished node left with one expected node unseen"
+            assert any(p.poll() is None for p in early), "every finished node left with one expected node unseen"
             time.sleep(0.5)
     finally:
         spy.close()
     time.sleep(3 * HEARTBEAT_S)  # with nobody registered still working, they would be gone by now
-    assert all(p.poll() is None for p in early), "a finished node left with one expected node unseen"
+    assert any(p.poll() is None for p in early), "every finished node left with one expected node unseen"
     hub_before = front.total_sent()
     late = start_node(front, model, board, tmp_path, NODES - 1)
     codes = wait_all([*early, late], 600)
@@ -210,6 +212,22 @@ def test_a_node_starting_after_the_others_finished_fetches_from_them_not_the_hub
     assert verified(model, tmp_path / f"node-{NODES - 1:02d}"), logs[NODES - 1][-2000:]
     assert front.total_sent() == hub_before, (front.total_sent(), hub_before, logs[NODES - 1][-2000:])
     assert front.total_sent() <= 1.1 * fetched_bytes(model), front.total_sent()
+
+
+def test_a_node_that_fetched_nothing_from_the_hub_does_not_wait_for_unseen_nodes(
+    board: JobBoard, front: HubFront, model: FixtureRepo, tmp_path: Path
+) -> None:
+    """A Job recreated on a node that already holds the model (its progress ConfigMap deleted and
+    recreated, say): the 15 other expected nodes finished long ago and will not register again."""
+    first = start_node(front, model, board, tmp_path, 0, "--peer-linger", "0")
+    assert wait_all([first], 300) == [0], (tmp_path / "node-00.log").read_text()[-2000:]
+    again = start_node(front, model, board, tmp_path, 0)
+    # Well inside JOIN_WAIT_S (120 s): a wait for the 15 unseen nodes would still be going on.
+    codes = wait_all([again], 90)
+    log = (tmp_path / "node-00.log").read_text()
+    assert codes == [0], log[-2000:]
+    assert "15 expected node(s) have not started" not in log, log[-2000:]
+    assert "nothing to fetch" in log, log[-2000:]  # it had the model: no claim, no hub fetch
 
 
 class FakePeer:

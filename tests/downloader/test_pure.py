@@ -28,7 +28,8 @@ from ome_operator.downloader.metadata import (
     normalise_quantization,
     read_safetensors_header,
 )
-from ome_operator.downloader.peer import PeerRecord, compute_waiting_for, parse_expected
+from ome_operator.downloader.peer import compute_waiting_for
+from ome_operator.downloader.peer_board import PeerRecord, parse_expected
 from ome_operator.downloader.progress import Progress, render_bar
 from ome_operator.downloader.report import Redactor, fit_termination_message
 from ome_operator.downloader.retry import backoff_delay, parse_retry_after
