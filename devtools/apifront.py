@@ -40,6 +40,8 @@ from typing import Any
 
 import yaml
 
+from devtools.procs import bind_free_port
+
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 HEAD_LIMIT = 1 << 20
 PidSource = int | Callable[[], int]
@@ -149,8 +151,8 @@ class ApiFront:
         self.host = host
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self.port: int = self._sock.getsockname()[1]
+        # Refusing closes the listener; the port must stay ours until it listens again.
+        self.port: int = bind_free_port(self._sock, host) if port == 0 else self._bind(port)
         self.url = f"http://{host}:{self.port}"
         self.requests = 0
         self.writes = 0
@@ -164,6 +166,8 @@ class ApiFront:
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="apifront", daemon=True)
         self._reopen: asyncio.TimerHandle | None = None
+        self._listening = asyncio.Lock()
+        self._reopen_failure: OSError | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> ApiFront:
@@ -213,14 +217,25 @@ class ApiFront:
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
+    def _bind(self, port: int) -> int:
+        self._sock.bind((self.host, port))
+        return port
+
     async def _listen(self) -> None:
-        if self._server is not None:
-            return
-        if self._sock.fileno() < 0:  # closed by an earlier refusal: bind the same port again
-            self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._sock.bind((self.host, self.port))
-        self._server = await asyncio.start_server(self._serve, sock=self._sock, limit=HEAD_LIMIT)
+        # Both the refusal's own end and clear() reopen: one at a time, or both would bind.
+        async with self._listening:
+            if self._server is not None:
+                return
+            if self._sock.fileno() < 0:  # closed by an earlier refusal: bind the same port again
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.host, self.port))
+                except OSError:
+                    sock.close()
+                    raise
+                self._sock = sock
+            self._server = await asyncio.start_server(self._serve, sock=self._sock, limit=HEAD_LIMIT)
 
     async def _close_listener(self) -> None:
         if self._server is not None:
@@ -266,7 +281,10 @@ class ApiFront:
             if _active(self._faults.refuse_until):
                 return
             self._faults.refuse_until = None
-        await self._listen()
+        try:
+            await self._listen()
+        except OSError as exc:  # said by clear(), which tries again: a timer has no caller to tell
+            self._reopen_failure = exc
 
     def blackhole(self, seconds: float | None) -> None:
         with self._lock:
@@ -285,18 +303,24 @@ class ApiFront:
             self._faults.delay_seconds, self._faults.delay_until = seconds_per_response, _deadline(seconds)
 
     def clear(self) -> None:
+        """End every fault; listening again if a refusal closed the listener (whether or not the
+        refusal's own period already ended it)."""
         with self._lock:
-            refusing = self._faults.refuse_until is not None
             self._faults = _Faults()
-        if refusing:
 
-            async def reopen() -> None:
-                if self._reopen is not None:
-                    self._reopen.cancel()
-                    self._reopen = None
+        async def reopen() -> None:
+            if self._reopen is not None:
+                self._reopen.cancel()
+                self._reopen = None
+            try:
                 await self._listen()
+            except OSError as exc:
+                raise RuntimeError(f"the front cannot listen on port {self.port} again: {exc}") from (
+                    self._reopen_failure or exc
+                )
+            self._reopen_failure = None
 
-            self._call(reopen())
+        self._call(reopen())
 
     # -- counters -------------------------------------------------------------------------------
     def rate(self, window: float = 1.0) -> float:

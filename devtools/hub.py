@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,14 +28,10 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from devtools.procs import free_port
+
 STATE_DIR = Path(__file__).resolve().parent.parent / ".local" / "hub"
 DEMO_REPO = "ome-fixtures/tiny-kimi"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Hub:

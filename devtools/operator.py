@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import NamedTuple
 import yaml
 
 from devtools.cluster_testing import ClusterHandle, wait_for
+from devtools.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE = "ome"
@@ -37,13 +37,6 @@ def reference_files() -> ReferenceFiles:
     has them; tests compare them with OME's originals where those are at hand)."""
     golden = REPO / "tests" / "golden" / "kimi-k2-reference" / "input"
     return ReferenceFiles(golden / "Kimi-K2-Instruct.yaml", golden / "kimi-k2-pd-rt.yaml", golden / "kimi-k2-pd.yaml")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class OperatorProcess:

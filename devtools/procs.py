@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import http.client
+import random
 import signal
 import socket
 import ssl
@@ -15,10 +16,42 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 
+PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
+_handed_out: set[int] = set()
+
+
+def bind_free_port(sock: socket.socket, host: str = "127.0.0.1") -> int:
+    """Bind `sock` to a free port below the kernel's ephemeral range, and return it.
+
+    A server we close and start again on the same port (the API server front's refusal, an API
+    server restart) needs that port to stay free meanwhile. Ports of the ephemeral range are handed
+    to outgoing connections: one such connection, or its TIME_WAIT, on our port makes the new bind
+    fail with "address in use" (CI saw the front stay closed after a 120 s refusal). No outgoing
+    connection takes a port below the range. A port is not handed out twice by this process, since
+    `free_port` callers bind only later."""
+    try:
+        low = int(PORT_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(100 if low - LOWEST_PORT >= 1000 else 0):
+        port = random.randrange(LOWEST_PORT, low)
+        if port in _handed_out:
+            continue
+        try:
+            sock.bind((host, port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    sock.bind((host, 0))
+    return int(sock.getsockname()[1])
+
+
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now, for a server started next."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        return bind_free_port(s)
 
 
 def start_ticks(pid: int) -> int | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from devtools.operator import free_port
+from devtools.procs import free_port
 from ome_operator.render.engine_args import expand_k8s
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")

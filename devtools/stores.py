@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from devtools.procs import free_port
 from ome_operator.downloader.stores.azure import sign_shared_key
 from ome_operator.downloader.stores.s3 import S3Credentials, sign_v4
 
@@ -48,12 +48,6 @@ def store_binary(name: str) -> Path:
     """The server's executable, built (or installed) on first use."""
     out = subprocess.run([str(BUILD_SCRIPT), name], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
