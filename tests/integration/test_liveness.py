@@ -24,7 +24,7 @@ import yaml
 
 from bench.apiserver import restart_apiserver
 from devtools.apifront import ApiFront
-from devtools.cluster_testing import ClusterHandle, wait_for
+from devtools.cluster_testing import ClusterHandle, WaitTimeout, wait_for
 from devtools.operator import OperatorProcess, apply_crds, write_operator_kubeconfig
 
 from .operator_env import REPO, kjson
@@ -84,14 +84,21 @@ def change_spec(cluster: ClusterHandle) -> int:
     return generation_acted_on(cluster)[0]
 
 
-def wait_acted_on(cluster: ClusterHandle, generation: int, timeout: float) -> float:
+def wait_acted_on(cluster: ClusterHandle, generation: int, timeout: float, op: OperatorProcess | None = None) -> float:
+    """Seconds until `generation` is acted on; a timeout carries the end of `op`'s log."""
     start = time.monotonic()
-    wait_for(
-        lambda: generation_acted_on(cluster)[1] >= generation,
-        timeout=timeout,
-        interval=0.25,
-        what=f"generation {generation} acted on",
-    )
+    try:
+        wait_for(
+            lambda: generation_acted_on(cluster)[1] >= generation,
+            timeout=timeout,
+            interval=0.25,
+            what=f"generation {generation} acted on",
+        )
+    except WaitTimeout as exc:
+        if op is None:
+            raise
+        tail = "\n".join(log_since(op, 0)[-40:])
+        raise WaitTimeout(f"{exc}\nthe operator's last log lines ({op.log_path}):\n{tail}") from None
     return time.monotonic() - start
 
 
@@ -151,7 +158,7 @@ def test_blackholed_operator_reports_unhealthy_and_restarted_converges(
         op.kill()
         op.start()
         op.wait_ready(timeout=90)
-        took = wait_acted_on(cluster, generation, timeout=60)
+        took = wait_acted_on(cluster, generation, timeout=60, op=op)
         print(f"restarted operator acted on the change in {took:.1f} s after ready")
 
 
@@ -171,7 +178,7 @@ def test_two_minutes_of_refused_connections(cluster: ClusterHandle, setup: dict[
             health.append(healthz(op)[0])
             time.sleep(2)
         front.clear()
-        took = wait_acted_on(cluster, generation, timeout=30)
+        took = wait_acted_on(cluster, generation, timeout=30, op=op)
         assert alive(op)
         lines = log_since(op, offset)
         tracebacks = sum(1 for line in lines if line.startswith("Traceback"))
@@ -197,7 +204,7 @@ def test_429_with_retry_after_is_obeyed(cluster: ClusterHandle, setup: dict[str,
         start = time.time()
         generation = change_spec(cluster)
         time.sleep(seconds)
-        took = wait_acted_on(cluster, generation, timeout=30)
+        took = wait_acted_on(cluster, generation, timeout=30, op=op)
         end = start + seconds
         entries = [
             e for e in front.log() if start + 1 <= e["t"] <= end and not KOPF_PATHS.search(e["path"].split("?")[0])
@@ -232,7 +239,7 @@ def test_watches_cut_every_two_seconds_lose_no_change(cluster: ClusterHandle, se
             if i % 3 == 0:
                 generation = change_spec(cluster)
             time.sleep(2)
-        took = wait_acted_on(cluster, generation, timeout=30)
+        took = wait_acted_on(cluster, generation, timeout=30, op=op)
         print(f"\nwatches cut 10 times in 20 s: the last change acted on {took:.1f} s after the cuts")
         assert healthz(op)[0] == 200
 
@@ -248,7 +255,7 @@ def test_silent_watches_lose_no_change(cluster: ClusterHandle, setup: dict[str, 
         try:
             generation = change_spec(cluster)
             # The period, plus slack for a loaded machine: without the relists it never comes.
-            took = wait_acted_on(cluster, generation, timeout=20 + 15)
+            took = wait_acted_on(cluster, generation, timeout=20 + 15, op=op)
             print(f"\nwatches silent: the change acted on after {took:.1f} s")
             assert healthz(op)[0] == 200
             relisted = [line for line in log_since(op, 0) if "watches silent for over" in line]
@@ -256,7 +263,7 @@ def test_silent_watches_lose_no_change(cluster: ClusterHandle, setup: dict[str, 
         finally:
             front.clear()
         # The watches work again and carry the next change.
-        wait_acted_on(cluster, change_spec(cluster), timeout=30)
+        wait_acted_on(cluster, change_spec(cluster), timeout=30, op=op)
         assert alive(op)
 
 
@@ -286,13 +293,13 @@ def test_sigkill_of_the_active_peer_hands_over(cluster: ClusterHandle, setup: di
             with fronted_operator(cluster, setup, "peer-low", *peer_args, *low) as (front_b, b):
                 b.wait_ready()
                 generation = change_spec(cluster)
-                wait_acted_on(cluster, generation, timeout=60)
+                wait_acted_on(cluster, generation, timeout=60, op=a)
                 assert writes(front_a), "the higher priority acts"
                 assert not writes(front_b), "the standby writes nothing"
                 killed_at = time.time()
                 a.kill()  # SIGKILL: no goodbye in the peering object, its record has to expire
                 generation = change_spec(cluster)
-                took = wait_acted_on(cluster, generation, timeout=60)
+                took = wait_acted_on(cluster, generation, timeout=60, op=b)
                 print(f"\nSIGKILL of the active peer: the standby acted on a change {took:.1f} s after the kill")
                 assert writes(front_b), "the standby took over"
                 assert max(writes(front_a)) < killed_at < min(writes(front_b)), "no interval where both wrote"
@@ -314,7 +321,7 @@ def test_apiserver_restart_loses_no_change(cluster: ClusterHandle, setup: dict[s
         generation = change_spec(cluster)
         cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(isvc))
         try:
-            took = wait_acted_on(cluster, generation, timeout=20)
+            took = wait_acted_on(cluster, generation, timeout=20, op=op)
             wait_for(
                 lambda: (kjson(cluster, "get", "isvc", isvc["metadata"]["name"], "-n", NS).get("status") or {}).get(
                     "observedGeneration"
