@@ -98,6 +98,8 @@ class _State:
     procs: list[Proc] = field(default_factory=list)
     ready: bool = False
     slot: int = 0  # address slot (devtools.nodes): node and pod IPs distinct from other clusters'
+    # Its processes die with the process that started it: one restarted later must too.
+    die_with_parent: bool = False
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -109,6 +111,7 @@ class _State:
             "procs": [p.__dict__ for p in self.procs],
             "ready": self.ready,
             "slot": self.slot,
+            "die_with_parent": self.die_with_parent,
         }
 
     @classmethod
@@ -122,6 +125,7 @@ class _State:
             procs=[Proc(**p) for p in data["procs"]],
             ready=data.get("ready", False),
             slot=data.get("slot", 0),
+            die_with_parent=data.get("die_with_parent", False),
         )
 
 
@@ -253,7 +257,14 @@ class LocalCluster:
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         ports = {k: free_port() for k in components.PORTS}
         me = Proc("owner", os.getpid(), start_ticks(os.getpid()) or -1)
-        state = _State(name=self.name, nodes=self.nodes, bin_dir=str(bin_dir), owner=me, ports=ports)
+        state = _State(
+            name=self.name,
+            nodes=self.nodes,
+            bin_dir=str(bin_dir),
+            owner=me,
+            ports=ports,
+            die_with_parent=self.die_with_parent,
+        )
         with slots_lock(CLUSTERS_DIR):
             state.slot = free_slot(CLUSTERS_DIR, self.dir)
             self._write_state(state)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devtools.procs import iter_cmdlines, pdeathsig_preexec
+from devtools.procs import iter_cmdlines, pdeathsig_preexec, start_ticks
 
 
 def apiserver_pid(cluster_dir: Path) -> int:
@@ -27,7 +27,7 @@ def restart_apiserver(cluster_dir: Path, ready: Callable[[], bool], timeout: flo
     cwd = os.readlink(f"/proc/{pid}/cwd")
     t0 = time.monotonic()
     os.kill(pid, signal.SIGTERM)
-    while Path(f"/proc/{pid}").exists() and time.monotonic() - t0 < 30:
+    while start_ticks(pid) is not None and time.monotonic() - t0 < 30:  # gone, or a zombie of ours
         time.sleep(0.1)
     log = cluster_dir / "logs" / "kube-apiserver.log"
     with open(log, "ab") as out:
