@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from devtools.cluster_testing import ClusterHandle, wait_for
+from devtools.procs import pdeathsig_preexec
 
 POLICY_FLAG = "--audit-policy-file="
 RUNNER = "runner"
@@ -90,6 +91,8 @@ def _spawn(cluster_dir: Path, component: str, argv: list[str]) -> None:
             cwd=cluster_dir,
             env=env,
             start_new_session=True,
+            # A test session's cluster dies with the session, the restarted process included.
+            preexec_fn=pdeathsig_preexec() if _state(cluster_dir).get("die_with_parent") else None,
         )
     state = _state(cluster_dir)
     for entry in state["procs"]:
@@ -195,4 +198,6 @@ def requests_by(cluster: ClusterHandle, user: str, since: str, until: str | None
 def describe(event: dict[str, Any]) -> str:
     ref = event.get("objectRef") or {}
     resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-    return f"{event.get('verb')} {resource} {ref.get('namespace') or ''}/{ref.get('name') or ''}".replace(" /", " ")
+    code = (event.get("responseStatus") or {}).get("code")
+    text = f"{event.get('verb')} {resource} {ref.get('namespace') or ''}/{ref.get('name') or ''}".replace(" /", " ")
+    return f"{text} -> {code}" if code is not None else text
