@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from devtools.cluster_testing import ClusterHandle, wait_for
-from devtools.procs import pdeathsig_preexec
+from devtools.procs import pdeathsig_preexec, start_ticks
 
 POLICY_FLAG = "--audit-policy-file="
 RUNNER = "runner"
@@ -31,11 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 def _state(cluster_dir: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((cluster_dir / "state.json").read_text())
     return data
-
-
-def _start_ticks(pid: int) -> int:
-    # Field 22 of /proc/PID/stat, after the parenthesised command name (which may hold spaces).
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
 
 
 def _alive(pid: int) -> bool:
@@ -82,6 +77,7 @@ def _spawn(cluster_dir: Path, component: str, argv: list[str]) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     if component == RUNNER:
         env["PYTHONPATH"] = str(REPO)  # as devtools.cluster starts it: `python -m devtools.runner`
+    state = _state(cluster_dir)
     with open(cluster_dir / "logs" / f"{component}.log", "ab") as out:
         popen = subprocess.Popen(
             argv,
@@ -92,12 +88,11 @@ def _spawn(cluster_dir: Path, component: str, argv: list[str]) -> None:
             env=env,
             start_new_session=True,
             # A test session's cluster dies with the session, the restarted process included.
-            preexec_fn=pdeathsig_preexec() if _state(cluster_dir).get("die_with_parent") else None,
+            preexec_fn=pdeathsig_preexec() if state.get("die_with_parent") else None,
         )
-    state = _state(cluster_dir)
     for entry in state["procs"]:
         if entry["name"] == component:
-            entry["pid"], entry["start_ticks"] = popen.pid, _start_ticks(popen.pid)
+            entry["pid"], entry["start_ticks"] = popen.pid, start_ticks(popen.pid) or -1
     tmp = cluster_dir / "state.json.tmp"
     tmp.write_text(json.dumps(state, indent=2))
     tmp.replace(cluster_dir / "state.json")
@@ -198,6 +193,12 @@ def requests_by(cluster: ClusterHandle, user: str, since: str, until: str | None
 def describe(event: dict[str, Any]) -> str:
     ref = event.get("objectRef") or {}
     resource = ref.get("resource", "") + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-    code = (event.get("responseStatus") or {}).get("code")
+    code = response_code(event)
     text = f"{event.get('verb')} {resource} {ref.get('namespace') or ''}/{ref.get('name') or ''}".replace(" /", " ")
     return f"{text} -> {code}" if code is not None else text
+
+
+def response_code(event: dict[str, Any]) -> int | None:
+    """The HTTP status the API server answered with (absent at a watch's ResponseStarted)."""
+    code = (event.get("responseStatus") or {}).get("code")
+    return int(code) if code is not None else None

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench.apiserver import audits_reads_of, describe, requests_by, restart_apiserver
+from bench.apiserver import audits_reads_of, describe, requests_by, response_code, restart_apiserver
 from devtools.cluster_testing import ClusterHandle, wait_for
 from devtools.operator import OPERATOR_USER, OperatorProcess, apply_crds, reference_files, write_operator_kubeconfig
 
@@ -127,7 +127,7 @@ def test_a_dropped_watch_resumes_without_missing_a_change(cluster: ClusterHandle
 
 
 def _answered(event: dict[str, Any]) -> bool:
-    return 200 <= int((event.get("responseStatus") or {}).get("code", 0)) < 300
+    return 200 <= (response_code(event) or 0) < 300
 
 
 def _ago(seconds: float) -> str:
